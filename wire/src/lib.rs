@@ -1,0 +1,1 @@
+//! PostgreSQL wire protocol front end (built in the node issue).
