@@ -1,0 +1,240 @@
+//! Decides, before anything is proposed, whether a statement is a read, a
+//! write, or refused — and why. Anything that cannot be classified with
+//! certainty is refused, never guessed. SQLite checks again at prepare time
+//! (read-only connections, the authorizer and `Statement::readonly()`).
+
+use std::ops::ControlFlow;
+
+use resqlite_wire::SqlError;
+use sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value as AstValue,
+};
+use sqlparser::dialect::SQLiteDialect;
+use sqlparser::parser::Parser;
+
+use super::pragma::classify_special;
+use super::sqlstate::{FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, SYNTAX_ERROR};
+
+/// Where a statement runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Runs on the leader's SQLite, on a read-only connection.
+    Read,
+    /// Goes through Raft and is applied on every node.
+    Write,
+}
+
+/// A statement's class and the command word of its PostgreSQL tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    /// Read or write.
+    pub class: Class,
+    /// `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `CREATE TABLE` …
+    pub command: &'static str,
+}
+
+impl Classified {
+    /// The CommandComplete tag for `count` rows returned or changed.
+    pub fn tag(&self, count: u64) -> String {
+        match self.command {
+            "INSERT" => format!("INSERT 0 {count}"),
+            "SELECT" | "UPDATE" | "DELETE" => format!("{} {count}", self.command),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Functions whose result differs between nodes or over time.
+const NON_DETERMINISTIC: &[&str] = &[
+    "random",
+    "randomblob",
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    // Depend on the connection's history, which differs after a restart.
+    "changes",
+    "total_changes",
+    "last_insert_rowid",
+];
+
+/// Date and time functions: deterministic unless asked about 'now' (which is
+/// also their default when called with no time value).
+const DATE_TIME: &[&str] = &[
+    "date",
+    "time",
+    "datetime",
+    "julianday",
+    "strftime",
+    "unixepoch",
+    "timediff",
+];
+
+/// Classifies one statement (already split from a multi-statement string).
+pub fn classify(sql: &str) -> Result<Classified, SqlError> {
+    if let Some(special) = classify_special(sql) {
+        return special;
+    }
+    let statements = Parser::parse_sql(&SQLiteDialect {}, sql)
+        .map_err(|e| SqlError::new(SYNTAX_ERROR, e.to_string()))?;
+    let [statement] = statements.as_slice() else {
+        return Err(SqlError::new(
+            SYNTAX_ERROR,
+            format!("expected one statement, found {}", statements.len()),
+        ));
+    };
+    let classified = class_of(statement)?;
+    if classified.class == Class::Write {
+        refuse_non_deterministic(statement)?;
+    }
+    Ok(classified)
+}
+
+fn read(command: &'static str) -> Result<Classified, SqlError> {
+    Ok(Classified {
+        class: Class::Read,
+        command,
+    })
+}
+
+fn write(command: &'static str) -> Result<Classified, SqlError> {
+    Ok(Classified {
+        class: Class::Write,
+        command,
+    })
+}
+
+fn class_of(statement: &Statement) -> Result<Classified, SqlError> {
+    use sqlparser::ast::ObjectType;
+    use Statement as S;
+    match statement {
+        S::Query(_) => read("SELECT"),
+        S::Explain { .. } | S::ExplainTable { .. } => read("EXPLAIN"),
+        S::Insert(_) => write("INSERT"),
+        S::Update(_) => write("UPDATE"),
+        S::Delete(_) => write("DELETE"),
+        S::CreateTable(_) => write("CREATE TABLE"),
+        S::CreateIndex(_) => write("CREATE INDEX"),
+        S::CreateView(_) => write("CREATE VIEW"),
+        S::CreateTrigger(_) => write("CREATE TRIGGER"),
+        S::CreateVirtualTable { .. } => write("CREATE TABLE"),
+        S::AlterTable(_) => write("ALTER TABLE"),
+        S::Drop { object_type, .. } => write(match object_type {
+            ObjectType::Table => "DROP TABLE",
+            ObjectType::View => "DROP VIEW",
+            ObjectType::Index => "DROP INDEX",
+            _ => "DROP",
+        }),
+        S::DropTrigger(_) => write("DROP TRIGGER"),
+        S::Analyze(_) => write("ANALYZE"),
+        S::StartTransaction { .. }
+        | S::Commit { .. }
+        | S::Rollback { .. }
+        | S::Savepoint { .. }
+        | S::ReleaseSavepoint { .. } => Err(SqlError::new(
+            FEATURE_NOT_SUPPORTED,
+            "transactions are not supported: each statement commits on its own through Raft",
+        )),
+        S::AttachDatabase { .. }
+        | S::AttachDuckDBDatabase { .. }
+        | S::DetachDuckDBDatabase { .. } => Err(SqlError::new(
+            INSUFFICIENT_PRIVILEGE,
+            "ATTACH is not allowed: SQL may not open other files on the server",
+        )),
+        other => Err(SqlError::new(
+            FEATURE_NOT_SUPPORTED,
+            format!(
+                "statement not supported by ReSQLite: {}",
+                first_words(&other.to_string())
+            ),
+        )),
+    }
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Refuses a write that would compute a different value on each node, now
+/// or later (defaults, generated columns, triggers, views, CTAS).
+fn refuse_non_deterministic(statement: &Statement) -> Result<(), SqlError> {
+    let found = sqlparser::ast::visit_expressions(statement, |expr| match expr {
+        Expr::Function(f) => {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_lowercase())
+                .unwrap_or_default();
+            if name == "load_extension" {
+                return ControlFlow::Break(SqlError::new(
+                    INSUFFICIENT_PRIVILEGE,
+                    "load_extension() is not allowed: SQL may not load code into the server",
+                ));
+            }
+            if NON_DETERMINISTIC.contains(&name.as_str()) {
+                return ControlFlow::Break(non_deterministic(&name));
+            }
+            if DATE_TIME.contains(&name.as_str()) && asks_for_now(&name, &f.args) {
+                return ControlFlow::Break(SqlError::new(
+                    FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "{name}() with 'now' is not allowed in writes: replicas would diverge; \
+                         compute the time in the client and pass it as a parameter"
+                    ),
+                ));
+            }
+            ControlFlow::Continue(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    match found {
+        ControlFlow::Break(err) => Err(err),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+fn non_deterministic(name: &str) -> SqlError {
+    let shown = name.to_ascii_uppercase();
+    SqlError::new(
+        FEATURE_NOT_SUPPORTED,
+        format!(
+            "{shown} is not allowed in writes: replicas would diverge; compute the value in \
+             the client and pass it as a parameter"
+        ),
+    )
+}
+
+/// Whether a date/time call reads the clock: no time value at all (the
+/// default is 'now'), or the literal 'now' anywhere in its arguments. A
+/// 'now' that arrives at run time (a column or a parameter) is caught by the
+/// apply connection's own date functions.
+fn asks_for_now(name: &str, args: &FunctionArguments) -> bool {
+    let list = match args {
+        FunctionArguments::None => return true,
+        FunctionArguments::Subquery(_) => return false,
+        FunctionArguments::List(list) => list,
+    };
+    // strftime's first argument is the format; the time value comes next.
+    let time_arg_position = if name == "strftime" { 1 } else { 0 };
+    if list.args.len() <= time_arg_position {
+        return true;
+    }
+    list.args.iter().any(|arg| {
+        let expr = match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
+            FunctionArg::Named {
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => e,
+            _ => return false,
+        };
+        matches!(expr, Expr::Value(v) if matches!(&v.value,
+            AstValue::SingleQuotedString(s) | AstValue::DoubleQuotedString(s)
+                if s.trim().eq_ignore_ascii_case("now")))
+    })
+}
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;

@@ -1,0 +1,10 @@
+//! SQL handling that happens before anything runs: splitting a query
+//! string, classifying statements as reads or writes, and the SQLSTATEs.
+
+pub mod classify;
+mod pragma;
+pub mod split;
+pub mod sqlstate;
+
+pub use classify::{classify, Class, Classified};
+pub use split::split_statements;

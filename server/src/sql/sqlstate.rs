@@ -1,0 +1,38 @@
+//! The SQLSTATE codes ReSQLite sends, in one place.
+
+/// Syntax error or statement that cannot be parsed.
+pub const SYNTAX_ERROR: &str = "42601";
+/// Refused: would reach the file system or the process.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// Refused: not supported (transactions, non-deterministic writes …).
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// This node is a follower; the message names the leader.
+pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+/// No leader is known right now: retry.
+pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// A write's outcome is unknown because leadership changed.
+pub const STATEMENT_COMPLETION_UNKNOWN: &str = "40003";
+/// Unique constraint.
+pub const UNIQUE_VIOLATION: &str = "23505";
+/// NOT NULL constraint.
+pub const NOT_NULL_VIOLATION: &str = "23502";
+/// Foreign key constraint.
+pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+/// CHECK constraint.
+pub const CHECK_VIOLATION: &str = "23514";
+/// Any other constraint.
+pub const INTEGRITY_CONSTRAINT_VIOLATION: &str = "23000";
+/// Missing table or view.
+pub const UNDEFINED_TABLE: &str = "42P01";
+/// Missing column.
+pub const UNDEFINED_COLUMN: &str = "42703";
+/// Object already exists.
+pub const DUPLICATE_OBJECT: &str = "42P07";
+/// Datatype mismatch.
+pub const DATATYPE_MISMATCH: &str = "42804";
+/// The statement was interrupted (cancel).
+pub const QUERY_CANCELED: &str = "57014";
+/// Too big (statement, row, blob).
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// An internal error.
+pub const INTERNAL_ERROR: &str = "XX000";

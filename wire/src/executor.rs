@@ -1,0 +1,126 @@
+//! The contract between the PostgreSQL front end and the node that runs SQL.
+//! The wire crate knows nothing of Raft or SQLite: the server implements
+//! [`Executor`], and one execution path serves every front end.
+
+use std::future::Future;
+
+/// A value as SQLite stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit integer.
+    Integer(i64),
+    /// A 64-bit float.
+    Real(f64),
+    /// UTF-8 text.
+    Text(String),
+    /// Bytes.
+    Blob(Vec<u8>),
+}
+
+/// The PostgreSQL type a column or parameter is announced with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PgType {
+    /// int8 (OID 20)
+    Int8,
+    /// float8 (OID 701)
+    Float8,
+    /// text (OID 25)
+    Text,
+    /// bytea (OID 17)
+    Bytea,
+    /// bool (OID 16)
+    Bool,
+}
+
+/// One result column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// The type announced in RowDescription; every value of this column is
+    /// encoded as this type.
+    pub pg_type: PgType,
+}
+
+/// What Parse/Describe learn about a statement without running it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Description {
+    /// One type per `$n` parameter, in order.
+    pub params: Vec<PgType>,
+    /// The result columns (empty for a statement that returns no rows).
+    pub columns: Vec<Column>,
+}
+
+/// The outcome of one statement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The command tag PostgreSQL would send: `INSERT 0 1`, `SELECT 3`, `CREATE TABLE` …
+    pub tag: String,
+    /// Result columns, when the statement returns rows.
+    pub columns: Vec<Column>,
+    /// Result rows, each with one value per column.
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// An error with its SQLSTATE, sent to the client as an ErrorResponse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{sqlstate}: {message}")]
+pub struct SqlError {
+    /// Five-character SQLSTATE (`42601`, `25006` …).
+    pub sqlstate: String,
+    /// What happened and what to do.
+    pub message: String,
+    /// Extra detail (for 25006: the leader's bare `host:port`).
+    pub detail: Option<String>,
+}
+
+impl SqlError {
+    /// An error with no detail.
+    pub fn new(sqlstate: &str, message: impl Into<String>) -> Self {
+        SqlError {
+            sqlstate: sqlstate.to_string(),
+            message: message.into(),
+            detail: None,
+        }
+    }
+}
+
+/// Per-connection settings the front end keeps and passes to every call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Session {
+    /// `SET resqlite.read_consistency = 'weak'` turns off the quorum check on reads.
+    pub weak_reads: bool,
+}
+
+/// What the front end announces at startup (ParameterStatus) and answers to
+/// `SHOW transaction_read_only`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRole {
+    /// This node is the leader: clients may write here.
+    pub is_leader: bool,
+}
+
+/// The node side of the front end.
+pub trait Executor: Send + Sync + 'static {
+    /// Splits a simple-query string into statements, in order, without
+    /// running any (a trigger body's `;` does not split).
+    fn split(&self, sql: &str) -> Result<Vec<String>, SqlError>;
+
+    /// Describes one statement for Parse/Describe: parameter count and
+    /// types, result columns and their types. Runs nothing.
+    fn describe(&self, sql: &str) -> Result<Description, SqlError>;
+
+    /// Runs one statement with its bound parameters, after classification,
+    /// routing and (for writes) commit through Raft.
+    fn execute(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> impl Future<Output = Result<Outcome, SqlError>> + Send;
+
+    /// This node's current role.
+    fn role(&self) -> NodeRole;
+}
