@@ -7,10 +7,12 @@
 //! same core runs unchanged in the deterministic simulator in `tests/`.
 
 pub mod core;
+pub mod log_store;
 pub mod types;
 
 pub use crate::core::{
     Config, Message, MessageBody, Persisted, ProposeError, Raft, RaftError, ReadState, Ready, Role,
     SoftState, Status,
 };
+pub use crate::log_store::{LogStore, LogStoreOptions, Recovered, StoreError};
 pub use crate::types::{Entry, EntryKind, HardState, NodeId};
