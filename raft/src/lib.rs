@@ -7,7 +7,9 @@
 //! same core runs unchanged in the deterministic simulator in `tests/`.
 
 pub mod core;
+pub mod driver;
 pub mod log_store;
+pub mod transport;
 pub mod types;
 
 pub use crate::core::{

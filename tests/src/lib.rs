@@ -1,1 +1,3 @@
 //! Harness for multi-process cluster tests.
+
+pub mod cluster;

@@ -1,0 +1,435 @@
+//! The tokio driver: runs the sans-IO core against a real disk and real
+//! sockets.
+//!
+//! One task owns the core (the [event loop](event_loop)); the durable log is
+//! written by a [persist thread](persist) and the state machine runs on an
+//! [apply thread](apply), so no tokio worker ever waits on fsync or on the
+//! state machine. [`RaftNode`] is the cheap handle applications use;
+//! [`RaftService`] is the gRPC service peers talk to, which the application
+//! adds to its own tonic server next to its own services.
+
+mod apply;
+mod event_loop;
+mod persist;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::core::{Config, Persisted, Raft, RaftError, Status};
+use crate::log_store::{LogStore, LogStoreOptions, StoreError};
+use crate::transport::peer::spawn_peer;
+use crate::transport::{RaftGrpc, TransportOptions};
+use crate::types::{Entry, NodeId};
+
+pub use crate::transport::RaftService;
+
+use self::apply::ApplyCmd;
+use self::event_loop::{EventLoop, Proposal, ReadRequest};
+
+/// Proposals queued for the event loop; callers wait when it is full.
+const PROPOSAL_QUEUE: usize = 4096;
+/// Read requests queued for the event loop.
+const READ_QUEUE: usize = 4096;
+/// Messages from peers queued for the event loop.
+const INBOUND_QUEUE: usize = 4096;
+/// Commands queued for the apply thread.
+const APPLY_QUEUE: usize = 4096;
+
+/// The replicated state machine, fed committed entries in log order.
+///
+/// It runs on its own OS thread, never on a tokio worker, so it may block
+/// (SQLite, fsync).
+pub trait StateMachine: Send + 'static {
+    /// What applying one entry produces; handed to the proposer.
+    type Output: Send + 'static;
+
+    /// Applies `entries` (contiguous, in log order) and returns one output per
+    /// entry, in order. `Noop` entries are passed too, so the state machine
+    /// can record the index it has reached.
+    fn apply(&mut self, entries: &[Entry]) -> Vec<Self::Output>;
+
+    /// The last index whose effects the state machine holds (0 if none).
+    /// Read once at start: entries after it are applied again from the log.
+    fn applied_index(&self) -> u64;
+}
+
+/// How to run one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (not zero).
+    pub id: NodeId,
+    /// The other voters and their gRPC URLs (`http://host:port`). An entry
+    /// for `id` itself is ignored.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where the node keeps its state; the Raft log lives in `data_dir/raft`.
+    pub data_dir: PathBuf,
+    /// Length of one core tick (default 50 ms).
+    pub tick: Duration,
+    /// Settings of the core. Its `id` must be `id` and its voters `id` plus
+    /// the keys of `peers`.
+    pub raft: Config,
+    /// Timeouts and queue sizes of the gRPC transport.
+    pub transport: TransportOptions,
+}
+
+impl NodeConfig {
+    /// A configuration with the default core settings, a random election
+    /// seed, a 50 ms tick (so an election timeout of 0.5–1 s) and unary RPC
+    /// timeouts of one election timeout.
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, String>, data_dir: PathBuf) -> Self {
+        let mut voters: Vec<NodeId> = peers.keys().copied().filter(|&p| p != id).collect();
+        voters.push(id);
+        voters.sort_unstable();
+        let mut raft = Config::new(id, voters);
+        // The core's default seed is the id: deterministic, which the
+        // simulator wants but a real cluster does not (the same node would
+        // win every first election, and a restarted cluster would replay
+        // the same timeouts, split votes included).
+        raft.seed = rand::random();
+        let tick = Duration::from_millis(50);
+        let transport = TransportOptions {
+            rpc_timeout: tick * raft.election_tick,
+            ..TransportOptions::default()
+        };
+        NodeConfig {
+            id,
+            peers,
+            data_dir,
+            tick,
+            raft,
+            transport,
+        }
+    }
+
+    fn validate(&self) -> Result<(), DriverError> {
+        let bad = |why: String| Err(DriverError::Config(why));
+        if self.raft.id != self.id {
+            return bad(format!(
+                "raft.id {} differs from id {}",
+                self.raft.id, self.id
+            ));
+        }
+        let mut expected: Vec<NodeId> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|&p| p != self.id)
+            .collect();
+        expected.push(self.id);
+        expected.sort_unstable();
+        let mut voters = self.raft.voters.clone();
+        voters.sort_unstable();
+        if voters != expected {
+            return bad(format!(
+                "raft.voters {voters:?} must be this node and its peers {expected:?}"
+            ));
+        }
+        if self.tick.is_zero() {
+            return bad("tick must be positive".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The configuration cannot work.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// The log store could not be opened or recovered.
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// The recovered state was refused by the core.
+    #[error(transparent)]
+    Core(#[from] RaftError),
+    /// A peer's URL is not usable.
+    #[error("peer {peer}: bad URL {url:?}: {source}")]
+    PeerUrl {
+        /// The peer.
+        peer: NodeId,
+        /// The URL given for it.
+        url: String,
+        /// What is wrong with it.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A driver thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// Which thread.
+        name: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a proposal or read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader (or is handing leadership over); retry at
+    /// `leader` when known.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<NodeId>,
+    },
+    /// Leadership was lost while the entry waited to commit: it may or may
+    /// not be applied. The client must find out before retrying.
+    #[error(
+        "leadership changed before the outcome was known; the write may or may not be applied"
+    )]
+    OutcomeUnknown,
+    /// The entry's index was filled by another leader's entry: it was
+    /// definitely not applied and can be retried.
+    #[error("the entry was overwritten by a new leader and not applied")]
+    Dropped,
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Shutdown,
+    /// The node stopped after a storage failure.
+    #[error("the node stopped after a storage failure: {0}")]
+    Storage(String),
+}
+
+/// The reason the node stopped by itself, shared with every handle.
+type Fatal = Arc<Mutex<Option<String>>>;
+
+/// A running Raft node. Cheap to clone; every clone drives the same node.
+/// Dropping the last clone shuts the node down.
+pub struct RaftNode<S: StateMachine> {
+    id: NodeId,
+    proposals: mpsc::Sender<Proposal<S::Output>>,
+    reads: mpsc::Sender<ReadRequest>,
+    status: watch::Receiver<Status>,
+    applied: watch::Receiver<u64>,
+    shutdown: Arc<watch::Sender<bool>>,
+    stopped: watch::Receiver<bool>,
+    fatal: Fatal,
+}
+
+impl<S: StateMachine> Clone for RaftNode<S> {
+    fn clone(&self) -> Self {
+        RaftNode {
+            id: self.id,
+            proposals: self.proposals.clone(),
+            reads: self.reads.clone(),
+            status: self.status.clone(),
+            applied: self.applied.clone(),
+            shutdown: self.shutdown.clone(),
+            stopped: self.stopped.clone(),
+            fatal: self.fatal.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> RaftNode<S> {
+    /// Opens the log in `cfg.data_dir/raft`, recovers, and starts the event
+    /// loop, the persist and apply threads and one sender per peer. Returns
+    /// the handle and the gRPC service to serve to peers.
+    pub async fn start(cfg: NodeConfig, sm: S) -> Result<(RaftNode<S>, RaftService), DriverError> {
+        cfg.validate()?;
+        let id = cfg.id;
+        let dir = cfg.data_dir.join("raft");
+        // Opening replays the log from disk: a blocking job.
+        let opened =
+            tokio::task::spawn_blocking(move || LogStore::open(&dir, LogStoreOptions::default()))
+                .await
+                .map_err(|e| DriverError::Config(format!("log store open task failed: {e}")))?;
+        let (store, recovered) = opened?;
+        let applied = sm.applied_index();
+        tracing::info!(
+            node = id,
+            term = recovered.hard_state.term,
+            vote = ?recovered.hard_state.vote,
+            last_index = recovered.entries.last().map_or(0, |e| e.index),
+            applied,
+            "recovered raft state"
+        );
+        let core = Raft::new(
+            cfg.raft.clone(),
+            Persisted {
+                hard_state: recovered.hard_state,
+                entries: recovered.entries,
+                applied,
+            },
+        )?;
+
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let mut peers = BTreeMap::new();
+        for (&peer, url) in cfg.peers.iter().filter(|(&p, _)| p != id) {
+            let handle = spawn_peer(id, peer, url, inbound_tx.clone(), &cfg.transport).map_err(
+                |source| DriverError::PeerUrl {
+                    peer,
+                    url: url.clone(),
+                    source,
+                },
+            )?;
+            peers.insert(peer, handle);
+        }
+
+        let fatal: Fatal = Arc::new(Mutex::new(None));
+        let (persist, persist_done) = persist::spawn(id, store)?;
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let (apply_tx, apply_rx) = mpsc::channel::<ApplyCmd<S::Output>>(APPLY_QUEUE);
+        let apply_thread = apply::spawn(id, sm, apply_rx, applied_tx)?;
+
+        let (proposals_tx, proposals_rx) = mpsc::channel(PROPOSAL_QUEUE);
+        let (reads_tx, reads_rx) = mpsc::channel(READ_QUEUE);
+        let (status_tx, status_rx) = watch::channel(core.status());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+        let stopped_tx = Arc::new(stopped_tx);
+
+        let ev = EventLoop::new(event_loop::Parts {
+            core,
+            tick: cfg.tick,
+            inbound: inbound_rx,
+            proposals: proposals_rx,
+            reads: reads_rx,
+            persist,
+            persist_done,
+            apply: apply_tx,
+            apply_thread,
+            peers,
+            status: status_tx,
+            shutdown: shutdown_rx,
+            stopped: stopped_tx.clone(),
+            fatal: fatal.clone(),
+        });
+        let event_loop = tokio::spawn(ev.run());
+        // A panic in the event loop (the core asserts its invariants) must
+        // not leave a half-dead node behind: callers and the binary learn
+        // that it stopped. The threads exit as the loop's channels drop.
+        let fatal_on_panic = fatal.clone();
+        tokio::spawn(async move {
+            if let Err(e) = event_loop.await {
+                let why = format!("the event loop panicked: {e}");
+                tracing::error!(node = id, error = %why, "raft node stopped");
+                if let Ok(mut f) = fatal_on_panic.lock() {
+                    *f = Some(why);
+                }
+                stopped_tx.send_replace(true);
+            }
+        });
+
+        let node = RaftNode {
+            id,
+            proposals: proposals_tx,
+            reads: reads_tx,
+            status: status_rx,
+            applied: applied_rx,
+            shutdown: Arc::new(shutdown_tx),
+            stopped: stopped_rx,
+            fatal,
+        };
+        let service = RaftGrpc::new(id, inbound_tx).into_service();
+        Ok((node, service))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Proposes `data` and waits until it is committed and applied here;
+    /// returns what the state machine produced for it.
+    ///
+    /// Many concurrent proposals are appended and fsynced together (group
+    /// commit).
+    pub async fn propose(&self, data: Bytes) -> Result<S::Output, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if self.proposals.send(Proposal { data, reply }).await.is_err() {
+            return Err(self.stopped_error());
+        }
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.stopped_error()),
+        }
+    }
+
+    /// Waits until a read on the local state machine is linearizable: a
+    /// quorum confirmed this node is still the leader (ReadIndex), and the
+    /// state machine has applied up to the commit index of that moment.
+    pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if self.reads.send(ReadRequest { reply }).await.is_err() {
+            return Err(self.stopped_error());
+        }
+        let index = match rx.await {
+            Ok(result) => result?,
+            Err(_) => return Err(self.stopped_error()),
+        };
+        let mut applied = self.applied.clone();
+        if applied.wait_for(|&a| a >= index).await.is_err() {
+            return Err(self.stopped_error());
+        }
+        Ok(())
+    }
+
+    /// The core's latest status (role, term, leader, log positions).
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.status.borrow().leader
+    }
+
+    /// The last index the state machine has applied.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Stops the node: the event loop ends, log writes not yet started are
+    /// abandoned (nothing was acknowledged for them), the apply thread
+    /// applies what it was given, and waiting calls get
+    /// [`ProposeError::Shutdown`]. Returns once everything has stopped.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let mut stopped = self.stopped.clone();
+        // An error means the event loop is already gone.
+        let _ = stopped.wait_for(|&s| s).await;
+    }
+
+    /// Whether the node has stopped (shut down or after a fatal error).
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.borrow()
+    }
+
+    /// Resolves once the node has stopped, by [`RaftNode::shutdown`] or by
+    /// itself after a fatal error (a failed write or fsync of the log, a
+    /// stopped driver thread). Returns the fatal error, if any: a process
+    /// should then exit and be restarted, which recovers from what the disk
+    /// really holds.
+    pub async fn stopped(&self) -> Option<String> {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|&s| s).await;
+        self.fatal.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn stopped_error(&self) -> ProposeError {
+        match self.fatal.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(why) => ProposeError::Storage(why.clone()),
+                None => ProposeError::Shutdown,
+            },
+            Err(_) => ProposeError::Shutdown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! The `Raft` gRPC service: hands peers' requests to the event loop and
+//! sends the core's replies back.
+//!
+//! Each request gets a fresh local `rpc_id` (the core copies it into its
+//! reply, which is how the event loop finds the responder); the peer's own
+//! `rpc_id` is restored in the reply. A request the core drops (stale, not
+//! addressed to us, or a vote refused without an answer) gets no reply:
+//! `Status::unavailable` on a unary call, nothing on the AppendEntries
+//! stream.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::Stream;
+use resqlite_proto::raft as pb;
+use resqlite_proto::raft::raft_server::{Raft, RaftServer};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, ConvertError};
+use super::{Inbound, MAX_MESSAGE_BYTES};
+use crate::core::Message;
+use crate::types::NodeId;
+
+/// Replies not yet sent on one AppendEntries stream; when full, reading
+/// further requests waits (back-pressure on the leader's stream).
+const STREAM_PENDING: usize = 1024;
+
+/// The tonic service value a node adds to its gRPC server.
+pub type RaftService = RaftServer<RaftGrpc>;
+
+/// Implementation of the generated `Raft` service trait.
+#[derive(Clone, Debug)]
+pub struct RaftGrpc {
+    id: NodeId,
+    inbound: mpsc::Sender<Inbound>,
+    next_rpc_id: Arc<AtomicU64>,
+}
+
+impl RaftGrpc {
+    pub(crate) fn new(id: NodeId, inbound: mpsc::Sender<Inbound>) -> Self {
+        RaftGrpc {
+            id,
+            inbound,
+            next_rpc_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Wraps this service for a tonic router, with message limits that fit
+    /// the largest AppendEntries batch.
+    pub(crate) fn into_service(self) -> RaftService {
+        RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Hands `msg` to the event loop; returns where its reply will arrive.
+    async fn submit(&self, mut msg: Message) -> Result<oneshot::Receiver<Message>, Status> {
+        msg.rpc_id = self.next_rpc_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inbound
+            .send(Inbound {
+                msg,
+                responder: Some(tx),
+            })
+            .await
+            .map_err(|_| Status::unavailable("raft node is shut down"))?;
+        Ok(rx)
+    }
+
+    /// A unary request: submit it and wait for the core's reply.
+    async fn call(&self, msg: Message) -> Result<Message, Status> {
+        let rx = self.submit(msg).await?;
+        rx.await
+            .map_err(|_| Status::unavailable("raft did not answer this request"))
+    }
+}
+
+fn internal(e: ConvertError) -> Status {
+    Status::internal(e.to_string())
+}
+
+type AppendReplies =
+    Pin<Box<dyn Stream<Item = Result<pb::AppendEntriesResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Raft for RaftGrpc {
+    async fn request_vote(
+        &self,
+        request: Request<pb::RequestVoteRequest>,
+    ) -> Result<Response<pb::RequestVoteResponse>, Status> {
+        let req = request.into_inner();
+        let peer_rpc_id = req.rpc_id;
+        let reply = self.call(convert::vote_request_from_proto(req)).await?;
+        let mut out = convert::vote_response_to_proto(reply).map_err(internal)?;
+        out.rpc_id = peer_rpc_id;
+        Ok(Response::new(out))
+    }
+
+    type AppendEntriesStream = AppendReplies;
+
+    async fn append_entries(
+        &self,
+        request: Request<Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::AppendEntriesStream>, Status> {
+        let mut requests = request.into_inner();
+        let (pending_tx, pending_rx) =
+            mpsc::channel::<(u64, oneshot::Receiver<Message>)>(STREAM_PENDING);
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = match requests.message().await {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = this.id, code = ?status.code(), "append stream from peer ended");
+                        break;
+                    }
+                };
+                let peer_rpc_id = req.rpc_id;
+                let from = req.from;
+                let msg = match convert::append_request_from_proto(req) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(node = this.id, from, error = %e, "malformed AppendEntries");
+                        break;
+                    }
+                };
+                let Ok(rx) = this.submit(msg).await else {
+                    break;
+                };
+                if pending_tx.send((peer_rpc_id, rx)).await.is_err() {
+                    // The reply stream is gone: the peer hung up.
+                    break;
+                }
+            }
+        });
+        let replies = futures::stream::unfold(pending_rx, |mut pending| async move {
+            loop {
+                let (peer_rpc_id, rx) = pending.recv().await?;
+                // A request the core dropped has no reply: skip it.
+                let Ok(reply) = rx.await else { continue };
+                let item = convert::append_response_to_proto(reply)
+                    .map(|mut r| {
+                        r.rpc_id = peer_rpc_id;
+                        r
+                    })
+                    .map_err(internal);
+                return Some((item, pending));
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let peer_rpc_id = req.rpc_id;
+        let reply = self
+            .call(convert::heartbeat_request_from_proto(req))
+            .await?;
+        let mut out = convert::heartbeat_response_to_proto(reply).map_err(internal)?;
+        out.rpc_id = peer_rpc_id;
+        Ok(Response::new(out))
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<pb::TimeoutNowRequest>,
+    ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
+        let req = request.into_inner();
+        let term = req.term;
+        // The core never answers TimeoutNow (it starts an election), so it
+        // goes in without a responder and is acknowledged on receipt.
+        let msg = convert::timeout_now_from_proto(req);
+        self.inbound
+            .send(Inbound {
+                msg,
+                responder: None,
+            })
+            .await
+            .map_err(|_| Status::unavailable("raft node is shut down"))?;
+        Ok(Response::new(pb::TimeoutNowResponse { term }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        _request: Request<Streaming<pb::InstallSnapshotChunk>>,
+    ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        Err(Status::unimplemented("snapshots are not supported yet"))
+    }
+}
