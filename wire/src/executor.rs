@@ -110,7 +110,7 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Describes one statement for Parse/Describe: parameter count and
     /// types, result columns and their types. Runs nothing.
-    fn describe(&self, sql: &str) -> Result<Description, SqlError>;
+    fn describe(&self, sql: &str) -> impl Future<Output = Result<Description, SqlError>> + Send;
 
     /// Runs one statement with its bound parameters, after classification,
     /// routing and (for writes) commit through Raft.

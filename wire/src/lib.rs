@@ -1,10 +1,27 @@
 //! PostgreSQL wire protocol front end for ReSQLite, on `pgwire`.
 //!
 //! It speaks the protocol and maps types; everything about running SQL is
-//! behind the [`Executor`] trait, which the node implements.
+//! behind the [`Executor`] trait, which the node implements. [`serve`]
+//! accepts clients: simple and extended query, text and binary formats,
+//! cancel requests, and the session commands (`SET`, `SHOW`, `RESET`) that
+//! drivers send, answered here.
 
+mod client;
+mod codec;
+mod connection;
+mod errors;
 mod executor;
+mod extended;
+mod guard;
+mod options;
+mod server;
+mod session;
+mod simple;
+mod startup;
+mod types;
 
 pub use executor::{
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
+pub use options::{Auth, WireOptions};
+pub use server::serve;

@@ -1,0 +1,272 @@
+//! One client connection from accept to close: TLS negotiation, startup,
+//! then the message loop that dispatches to the simple and extended query
+//! protocols.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::SinkExt;
+use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::negotiate_tls;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::codec::{Framed, FramedParts};
+
+use crate::client::Conn;
+use crate::codec::{Inbound, WireCodec};
+use crate::errors::{error_info, protocol_violation};
+use crate::executor::{Executor, Outcome, SqlError, Value};
+use crate::extended::{Portal, Prepared};
+use crate::server::Shared;
+use crate::session::{self, Settings};
+
+/// How long a client has to finish TLS negotiation and authentication.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a message handler stopped: the statement failed (the client gets an
+/// ErrorResponse and the connection goes on) or the socket did.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Sql(SqlError),
+    Io(io::Error),
+}
+
+impl From<SqlError> for Failure {
+    fn from(e: SqlError) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+/// Serves one accepted socket until the client leaves.
+pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) -> io::Result<()> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    // Answers 'N' to SSLRequest and GSSENCRequest: no TLS acceptor yet.
+    let negotiated = match timeout_at(deadline, negotiate_tls::<()>(socket, None)).await {
+        Ok(result) => result?,
+        Err(_) => return Ok(()),
+    };
+    let Some(framed) = negotiated else {
+        // Direct TLS (no SSLRequest) while TLS is off: nothing to say.
+        return Ok(());
+    };
+    let parts = framed.into_parts();
+    let codec = WireCodec::new(parts.codec.client_info, shared.opts.max_query_bytes);
+    let mut ours = FramedParts::new(parts.io, codec);
+    ours.read_buf = parts.read_buf;
+    ours.write_buf = parts.write_buf;
+    let mut conn = Conn::new(Framed::from_parts(ours));
+
+    while !matches!(conn.state(), PgWireConnectionState::ReadyForQuery) {
+        let item = match timeout_at(deadline, conn.next()).await {
+            Err(_) => {
+                let e = protocol_violation("startup did not finish within 60 seconds");
+                return send_fatal(&mut conn, &e).await;
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(item)) => item?,
+        };
+        match item {
+            Inbound::Message(PgWireFrontendMessage::CancelRequest(cancel)) => {
+                // A wrong key matches nothing and does nothing.
+                shared.cancels.cancel(cancel.pid, &cancel.secret_key).await;
+                return Ok(());
+            }
+            Inbound::Message(message) => {
+                if let Err(e) = shared.startup.on_message(&mut conn, message).await {
+                    return send_fatal(&mut conn, &e).await;
+                }
+            }
+            Inbound::Refused { error, .. } | Inbound::Fatal(error) => {
+                return send_fatal(&mut conn, &error).await;
+            }
+        }
+    }
+
+    let settings = Settings::new(&shared.opts.server_version, conn.metadata().iter());
+    let cancel = conn
+        .session_extensions()
+        .get::<Arc<ConnectionHandle>>()
+        .map(|handle| Arc::clone(&*handle));
+    let (pid, _) = conn.pid_and_secret_key();
+    tracing::debug!(pid, peer = %conn.socket_addr(), "connection ready");
+    Connection {
+        conn,
+        executor: Arc::clone(&shared.executor),
+        settings,
+        cancel,
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        transaction: TransactionStatus::Idle,
+    }
+    .serve()
+    .await
+}
+
+async fn send_fatal(conn: &mut Conn, error: &SqlError) -> io::Result<()> {
+    conn.send(PgWireBackendMessage::ErrorResponse(ErrorResponse::from(
+        error_info(error, true),
+    )))
+    .await
+}
+
+/// An authenticated connection and its per-connection state.
+pub(crate) struct Connection<E> {
+    pub(crate) conn: Conn,
+    pub(crate) executor: Arc<E>,
+    pub(crate) settings: Settings,
+    /// Fired by a CancelRequest with this connection's key.
+    pub(crate) cancel: Option<Arc<ConnectionHandle>>,
+    /// Prepared statements by name; the unnamed one is "".
+    pub(crate) statements: HashMap<String, Arc<Prepared>>,
+    /// Portals by name; the unnamed one is "".
+    pub(crate) portals: HashMap<String, Portal>,
+    pub(crate) transaction: TransactionStatus,
+}
+
+impl<E: Executor> Connection<E> {
+    async fn serve(mut self) -> io::Result<()> {
+        while let Some(item) = self.conn.next().await {
+            let awaiting_sync = matches!(self.conn.state(), PgWireConnectionState::AwaitingSync);
+            match item? {
+                Inbound::Fatal(error) => return send_fatal(&mut self.conn, &error).await,
+                // After an extended-protocol error everything up to Sync is
+                // skipped, refused messages included.
+                Inbound::Refused { .. } if awaiting_sync => {}
+                Inbound::Refused { error, extended } => self.fail(&error, extended).await?,
+                Inbound::Message(PgWireFrontendMessage::Terminate(_)) => return Ok(()),
+                Inbound::Message(PgWireFrontendMessage::Sync(_)) => self.on_sync().await?,
+                Inbound::Message(_) if awaiting_sync => {}
+                Inbound::Message(message) => self.dispatch(message).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, message: PgWireFrontendMessage) -> io::Result<()> {
+        let extended = message.is_extended_query();
+        let result = match message {
+            PgWireFrontendMessage::Query(query) => return self.on_query(query.query).await,
+            PgWireFrontendMessage::Parse(parse) => self.on_parse(parse).await,
+            PgWireFrontendMessage::Bind(bind) => self.on_bind(bind).await,
+            PgWireFrontendMessage::Describe(describe) => self.on_describe(describe).await,
+            PgWireFrontendMessage::Execute(execute) => self.on_execute(execute).await,
+            PgWireFrontendMessage::Close(close) => self.on_close(close).await,
+            PgWireFrontendMessage::Flush(_) => return self.conn.flush().await,
+            // Like PostgreSQL: COPY messages outside COPY are ignored, so a
+            // client recovering from an error does not get a second one.
+            PgWireFrontendMessage::CopyData(_)
+            | PgWireFrontendMessage::CopyDone(_)
+            | PgWireFrontendMessage::CopyFail(_) => Ok(()),
+            _ => Err(protocol_violation("unexpected message after startup").into()),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(Failure::Sql(error)) => self.fail(&error, extended).await,
+            Err(Failure::Io(e)) => Err(e),
+        }
+    }
+
+    /// Reports a failed message. In the extended protocol the client is then
+    /// ignored until its Sync; in the simple one it may send the next query.
+    pub(crate) async fn fail(&mut self, error: &SqlError, extended: bool) -> io::Result<()> {
+        tracing::debug!(sqlstate = %error.sqlstate, message = %error.message, "statement failed");
+        self.feed(PgWireBackendMessage::ErrorResponse(ErrorResponse::from(
+            error_info(error, false),
+        )))
+        .await?;
+        if extended {
+            self.conn.set_state(PgWireConnectionState::AwaitingSync);
+            self.conn.flush().await
+        } else {
+            self.ready_for_query().await
+        }
+    }
+
+    async fn on_sync(&mut self) -> io::Result<()> {
+        self.conn.set_state(PgWireConnectionState::ReadyForQuery);
+        // Portals live until their transaction ends, as in PostgreSQL.
+        self.portals.remove("");
+        if self.transaction == TransactionStatus::Idle {
+            self.portals.clear();
+        }
+        self.ready_for_query().await
+    }
+
+    pub(crate) async fn ready_for_query(&mut self) -> io::Result<()> {
+        let status = self.transaction;
+        self.feed(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+            status,
+        )))
+        .await?;
+        self.conn.flush().await
+    }
+
+    /// Queues a message; it goes out at the next flush (or sooner, when the
+    /// buffer fills).
+    pub(crate) async fn feed(&mut self, message: PgWireBackendMessage) -> io::Result<()> {
+        self.conn.feed(message).await
+    }
+
+    /// Runs one statement: a session command here, anything else on the
+    /// executor, cancellable and with panics caught.
+    pub(crate) async fn run_statement(
+        &mut self,
+        sql: &str,
+        command: Option<&session::Command>,
+        params: Vec<Value>,
+    ) -> Result<Outcome, Failure> {
+        let outcome = match command {
+            Some(command) => {
+                let role = self.executor.role();
+                let reply = self.settings.run(command, &role)?;
+                for (name, value) in reply.reports {
+                    self.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                        name, value,
+                    )))
+                    .await?;
+                }
+                reply.outcome
+            }
+            None => {
+                let session = self.settings.session();
+                let execute = self.executor.execute(&session, sql, params);
+                crate::guard::call(execute, self.cancel.as_deref()).await?
+            }
+        };
+        self.track_transaction(&outcome.tag, sql);
+        Ok(outcome)
+    }
+
+    /// Follows BEGIN/COMMIT/ROLLBACK by their tags, for ReadyForQuery. An
+    /// error inside a transaction leaves it open, as SQLite does (PostgreSQL
+    /// would mark it failed).
+    fn track_transaction(&mut self, tag: &str, sql: &str) {
+        let command = tag.split_whitespace().next().unwrap_or("");
+        if command.eq_ignore_ascii_case("BEGIN") || tag.eq_ignore_ascii_case("START TRANSACTION") {
+            self.transaction = TransactionStatus::Transaction;
+        } else if command.eq_ignore_ascii_case("COMMIT") {
+            self.transaction = TransactionStatus::Idle;
+        } else if command.eq_ignore_ascii_case("ROLLBACK") {
+            // `ROLLBACK [TRANSACTION] TO [SAVEPOINT] x` keeps it open.
+            let to_savepoint = sql
+                .split_whitespace()
+                .skip(1)
+                .take(2)
+                .any(|w| w.eq_ignore_ascii_case("to"));
+            if !to_savepoint {
+                self.transaction = TransactionStatus::Idle;
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The extended query protocol: Parse, Bind, Describe, Execute, Close
+//! (Sync and Flush are in the connection loop).
+//!
+//! Parse asks the executor to describe the statement, so a client that sent
+//! no parameter types (libpq, pgbench, tokio-postgres `prepare`) learns them
+//! from ParameterDescription. Execute then encodes every row as Describe
+//! announced it, whatever types the executor's outcome carries.
+
+use std::sync::Arc;
+
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
+    PortalSuspended, TARGET_TYPE_BYTE_STATEMENT,
+};
+use pgwire::messages::response::{CommandComplete, EmptyQueryResponse};
+use pgwire::messages::PgWireBackendMessage;
+
+use crate::connection::{Connection, Failure};
+use crate::errors::protocol_violation;
+use crate::executor::{Column, Executor, SqlError, Value};
+use crate::session;
+use crate::types::{data_row, decode_param, formats, row_description, type_oid, Format};
+
+/// A parsed statement.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    sql: String,
+    kind: Kind,
+    /// One OID per parameter: the client's where it gave one, else the
+    /// executor's.
+    param_types: Vec<u32>,
+    /// What Describe announces and Execute encodes.
+    columns: Vec<Column>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// An empty query string: EmptyQueryResponse.
+    Empty,
+    /// SET, SHOW, RESET: answered here.
+    Session(session::Command),
+    /// Anything else: run by the executor.
+    Sql,
+}
+
+/// A bound statement.
+#[derive(Debug)]
+pub(crate) struct Portal {
+    statement: Arc<Prepared>,
+    formats: Vec<Format>,
+    state: PortalState,
+}
+
+#[derive(Debug)]
+enum PortalState {
+    /// Bound, not run yet.
+    Bound(Vec<Value>),
+    /// Run; rows not yet sent wait here between Executes with a row limit.
+    Running {
+        rows: std::vec::IntoIter<Vec<Value>>,
+        tag: String,
+    },
+    /// All rows sent.
+    Done { tag: String },
+}
+
+fn name_of(name: Option<String>) -> String {
+    name.unwrap_or_default()
+}
+
+fn statement_missing(name: &str) -> SqlError {
+    SqlError::new(
+        "26000",
+        format!("prepared statement \"{name}\" does not exist"),
+    )
+}
+
+fn portal_missing(name: &str) -> SqlError {
+    SqlError::new("34000", format!("portal \"{name}\" does not exist"))
+}
+
+impl<E: Executor> Connection<E> {
+    pub(crate) async fn on_parse(&mut self, parse: Parse) -> Result<(), Failure> {
+        let name = name_of(parse.name);
+        if !name.is_empty() && self.statements.contains_key(&name) {
+            return Err(SqlError::new(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists"),
+            )
+            .into());
+        }
+        let query = parse.query;
+        let given = parse.type_oids;
+        let prepared = if query
+            .trim_matches(|c: char| c == ';' || c.is_whitespace())
+            .is_empty()
+        {
+            Prepared {
+                sql: query,
+                kind: Kind::Empty,
+                param_types: given,
+                columns: Vec::new(),
+            }
+        } else if let Some(command) = session::parse(&query) {
+            let command = command?;
+            if !given.is_empty() {
+                return Err(too_many_types(given.len(), 0).into());
+            }
+            Prepared {
+                sql: query,
+                columns: command.columns(),
+                kind: Kind::Session(command),
+                param_types: Vec::new(),
+            }
+        } else {
+            let description =
+                crate::guard::call(self.executor.describe(&query), self.cancel.as_deref()).await?;
+            if given.len() > description.params.len() {
+                return Err(too_many_types(given.len(), description.params.len()).into());
+            }
+            let param_types = description
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, described)| match given.get(i) {
+                    Some(&oid) if oid != 0 => oid,
+                    _ => type_oid(*described),
+                })
+                .collect();
+            Prepared {
+                sql: query,
+                kind: Kind::Sql,
+                param_types,
+                columns: description.columns,
+            }
+        };
+        self.statements.insert(name, Arc::new(prepared));
+        self.feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn on_bind(&mut self, bind: Bind) -> Result<(), Failure> {
+        let statement_name = name_of(bind.statement_name);
+        let statement = self
+            .statements
+            .get(&statement_name)
+            .cloned()
+            .ok_or_else(|| statement_missing(&statement_name))?;
+        if bind.parameters.len() != statement.param_types.len() {
+            return Err(protocol_violation(format!(
+                "bind message supplies {} parameters, but prepared statement \"{statement_name}\" \
+                 requires {}",
+                bind.parameters.len(),
+                statement.param_types.len()
+            ))
+            .into());
+        }
+        let param_formats = formats(
+            &bind.parameter_format_codes,
+            bind.parameters.len(),
+            "parameter",
+        )?;
+        let params = bind
+            .parameters
+            .iter()
+            .zip(&statement.param_types)
+            .zip(&param_formats)
+            .enumerate()
+            .map(|(i, ((bytes, oid), format))| decode_param(bytes.as_deref(), *oid, *format, i + 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result_formats = formats(
+            &bind.result_column_format_codes,
+            statement.columns.len(),
+            "result column",
+        )?;
+        let portal_name = name_of(bind.portal_name);
+        if !portal_name.is_empty() && self.portals.contains_key(&portal_name) {
+            return Err(
+                SqlError::new("42P03", format!("portal \"{portal_name}\" already exists")).into(),
+            );
+        }
+        self.portals.insert(
+            portal_name,
+            Portal {
+                statement,
+                formats: result_formats,
+                state: PortalState::Bound(params),
+            },
+        );
+        self.feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn on_describe(&mut self, describe: Describe) -> Result<(), Failure> {
+        let name = name_of(describe.name);
+        let (statement, formats) = if describe.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let statement = self
+                .statements
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| statement_missing(&name))?;
+            self.feed(PgWireBackendMessage::ParameterDescription(
+                ParameterDescription::new(statement.param_types.clone()),
+            ))
+            .await?;
+            // Formats are not chosen until Bind: announce text.
+            let formats = vec![Format::Text; statement.columns.len()];
+            (statement, formats)
+        } else {
+            let portal = self
+                .portals
+                .get(&name)
+                .ok_or_else(|| portal_missing(&name))?;
+            (Arc::clone(&portal.statement), portal.formats.clone())
+        };
+        let message = if statement.columns.is_empty() {
+            PgWireBackendMessage::NoData(NoData::new())
+        } else {
+            PgWireBackendMessage::RowDescription(row_description(&statement.columns, &formats))
+        };
+        self.feed(message).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn on_execute(&mut self, execute: Execute) -> Result<(), Failure> {
+        let name = name_of(execute.name);
+        // Out of the map while it runs; an error leaves it out, as a failed
+        // portal cannot be run again.
+        let mut portal = self
+            .portals
+            .remove(&name)
+            .ok_or_else(|| portal_missing(&name))?;
+        let statement = Arc::clone(&portal.statement);
+        if let PortalState::Bound(params) = &mut portal.state {
+            let params = std::mem::take(params);
+            let outcome = match &statement.kind {
+                Kind::Empty => {
+                    self.feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+                    self.portals.insert(name, portal);
+                    return Ok(());
+                }
+                Kind::Session(command) => {
+                    self.run_statement(&statement.sql, Some(command), params)
+                        .await?
+                }
+                Kind::Sql => self.run_statement(&statement.sql, None, params).await?,
+            };
+            portal.state = PortalState::Running {
+                rows: outcome.rows.into_iter(),
+                tag: outcome.tag,
+            };
+        }
+        let limit = usize::try_from(execute.max_rows)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(usize::MAX);
+        match &mut portal.state {
+            PortalState::Running { rows, tag } => {
+                for row in rows.by_ref().take(limit) {
+                    let row = data_row(&statement.columns, &portal.formats, &row)?;
+                    self.feed(PgWireBackendMessage::DataRow(row)).await?;
+                }
+                if rows.len() > 0 {
+                    self.feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                        .await?;
+                } else {
+                    let tag = std::mem::take(tag);
+                    self.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                        tag.clone(),
+                    )))
+                    .await?;
+                    portal.state = PortalState::Done { tag };
+                }
+            }
+            // Executing a finished portal again completes it again.
+            PortalState::Done { tag } => {
+                let tag = tag.clone();
+                self.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                    tag,
+                )))
+                .await?;
+            }
+            PortalState::Bound(_) => unreachable!("invariant: a bound portal was just run"),
+        }
+        self.portals.insert(name, portal);
+        Ok(())
+    }
+
+    pub(crate) async fn on_close(&mut self, close: Close) -> Result<(), Failure> {
+        let name = name_of(close.name);
+        // Closing something that does not exist is not an error.
+        if close.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            self.statements.remove(&name);
+        } else {
+            self.portals.remove(&name);
+        }
+        self.feed(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+}
+
+fn too_many_types(given: usize, needed: usize) -> SqlError {
+    protocol_violation(format!(
+        "Parse gave {given} parameter types but the statement has {needed} parameters"
+    ))
+}

@@ -1,0 +1,402 @@
+//! Recognising and parsing `SET`, `RESET` and `SHOW`.
+
+use super::settings::display_name;
+use crate::executor::{Column, PgType, SqlError};
+
+/// A statement the front end answers itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// `SET name TO value` (`value` None: `TO DEFAULT`).
+    Set { name: String, value: Option<String> },
+    /// A `SET` form with no plain setting behind it (`SET TRANSACTION …`,
+    /// `SET ROLE …`): accepted and ignored.
+    SetIgnored,
+    /// `RESET name`, or `RESET ALL` (name None).
+    Reset { name: Option<String> },
+    /// `SHOW name`, or `SHOW ALL` (name None).
+    Show { name: Option<String> },
+}
+
+impl Command {
+    /// The result columns: SHOW returns rows, SET and RESET none.
+    pub(crate) fn columns(&self) -> Vec<Column> {
+        let text = |name: &str| Column {
+            name: name.to_string(),
+            pg_type: PgType::Text,
+        };
+        match self {
+            Command::Show { name: Some(name) } => vec![text(display_name(name))],
+            Command::Show { name: None } => {
+                vec![text("name"), text("setting"), text("description")]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Recognises a session command. `None`: not one, send it to the executor.
+/// `Some(Err)`: it is one but malformed (42601).
+pub(crate) fn parse(sql: &str) -> Option<Result<Command, SqlError>> {
+    let mut tokens = Tokens::new(sql);
+    let Ok(Some(Token::Word(first))) = tokens.next() else {
+        return None;
+    };
+    let command = match first.to_ascii_lowercase().as_str() {
+        "set" => parse_set(&mut tokens),
+        "reset" => parse_reset(&mut tokens),
+        "show" => parse_show(&mut tokens),
+        _ => return None,
+    };
+    Some(command.map_err(|why| {
+        SqlError::new(
+            "42601",
+            format!("syntax error in {}: {why}", first.to_ascii_uppercase()),
+        )
+    }))
+}
+
+fn parse_set(tokens: &mut Tokens<'_>) -> Result<Command, String> {
+    let mut name = tokens.expect_name()?;
+    if matches!(name.as_str(), "session" | "local") && tokens.peek_is_name()? {
+        name = tokens.expect_name()?;
+    }
+    match name.as_str() {
+        // `SET TIME ZONE 'UTC'`, `SET NAMES 'UTF8'`: no `=` or `TO`.
+        "time" if tokens.eat_word("zone")? => {
+            let value = parse_values(tokens)?;
+            return Ok(Command::Set {
+                name: "timezone".into(),
+                value,
+            });
+        }
+        "names" => {
+            let value = parse_values(tokens)?;
+            return Ok(Command::Set {
+                name: "client_encoding".into(),
+                value,
+            });
+        }
+        "transaction" | "characteristics" | "role" | "authorization" | "constraints" => {
+            return Ok(Command::SetIgnored);
+        }
+        _ => {}
+    }
+    match tokens.next()? {
+        Some(Token::Symbol('=')) => {}
+        Some(Token::Word(w)) if w.eq_ignore_ascii_case("to") => {}
+        _ => return Err(format!("expected = or TO after \"{name}\"")),
+    }
+    let value = parse_values(tokens)?;
+    Ok(Command::Set { name, value })
+}
+
+/// A value list: `DEFAULT`, or comma-separated words, numbers and quoted
+/// strings, joined as PostgreSQL shows list settings (`a, b`).
+fn parse_values(tokens: &mut Tokens<'_>) -> Result<Option<String>, String> {
+    let mut values = Vec::new();
+    loop {
+        match tokens.next()? {
+            Some(Token::Word(w)) if values.is_empty() && w.eq_ignore_ascii_case("default") => {
+                tokens.expect_end()?;
+                return Ok(None);
+            }
+            Some(Token::Word(w)) => values.push(w.to_string()),
+            Some(Token::Quoted(s)) | Some(Token::QuotedName(s)) => values.push(s),
+            _ => return Err("expected a value".into()),
+        }
+        match tokens.next()? {
+            None => return Ok(Some(values.join(", "))),
+            Some(Token::Symbol(',')) => continue,
+            Some(_) => return Err("unexpected text after the value".into()),
+        }
+    }
+}
+
+fn parse_reset(tokens: &mut Tokens<'_>) -> Result<Command, String> {
+    let name = tokens.expect_name()?;
+    let name = match name.as_str() {
+        "all" => None,
+        "time" if tokens.eat_word("zone")? => Some("timezone".to_string()),
+        "session" | "role" => {
+            // `RESET SESSION AUTHORIZATION`, `RESET ROLE`.
+            tokens.skip_rest();
+            return Ok(Command::SetIgnored);
+        }
+        _ => Some(name),
+    };
+    tokens.expect_end()?;
+    Ok(Command::Reset { name })
+}
+
+fn parse_show(tokens: &mut Tokens<'_>) -> Result<Command, String> {
+    let name = tokens.expect_name()?;
+    let name = match name.as_str() {
+        "all" => None,
+        "time" if tokens.eat_word("zone")? => Some("timezone".to_string()),
+        "transaction" if tokens.eat_word("isolation")? => {
+            if !tokens.eat_word("level")? {
+                return Err("expected LEVEL".into());
+            }
+            Some("transaction_isolation".to_string())
+        }
+        _ => Some(name),
+    };
+    tokens.expect_end()?;
+    Ok(Command::Show { name })
+}
+
+/// A token of a session command.
+#[derive(Debug, PartialEq)]
+enum Token<'a> {
+    /// A bare word or number: `extra_float_digits`, `3`, `-1.5`, `a.b`.
+    Word(&'a str),
+    /// `'it''s'`, unescaped; `E'…'` strings are not supported.
+    Quoted(String),
+    /// `"Name"`, unescaped, case kept.
+    QuotedName(String),
+    Symbol(char),
+}
+
+/// A tokenizer that skips spaces and comments and treats a trailing `;` as
+/// the end.
+struct Tokens<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(sql: &'a str) -> Self {
+        Tokens { rest: sql }
+    }
+
+    fn skip_space(&mut self) -> Result<(), String> {
+        loop {
+            self.rest = self.rest.trim_start();
+            if let Some(r) = self.rest.strip_prefix("--") {
+                self.rest = r.find('\n').map_or("", |i| &r[i + 1..]);
+            } else if let Some(r) = self.rest.strip_prefix("/*") {
+                let end = r.find("*/").ok_or("unterminated comment")?;
+                self.rest = &r[end + 2..];
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next token; None at the end (trailing semicolons included).
+    fn next(&mut self) -> Result<Option<Token<'a>>, String> {
+        self.skip_space()?;
+        let Some(c) = self.rest.chars().next() else {
+            return Ok(None);
+        };
+        if c == ';' {
+            let after = self.rest.trim_start_matches(';');
+            let mut tail = Tokens { rest: after };
+            tail.skip_space()?;
+            if tail.rest.is_empty() {
+                self.rest = "";
+                return Ok(None);
+            }
+            return Err("only one statement is allowed".into());
+        }
+        if c == '\'' || c == '"' {
+            let (text, len) = quoted(self.rest, c).ok_or("unterminated quoted string")?;
+            self.rest = &self.rest[len..];
+            return Ok(Some(if c == '\'' {
+                Token::Quoted(text)
+            } else {
+                Token::QuotedName(text)
+            }));
+        }
+        if c == '=' || c == ',' {
+            self.rest = &self.rest[1..];
+            return Ok(Some(Token::Symbol(c)));
+        }
+        let len = self
+            .rest
+            .find(|ch: char| ch.is_whitespace() || matches!(ch, '=' | ',' | ';' | '\'' | '"'))
+            .unwrap_or(self.rest.len());
+        let word = &self.rest[..len];
+        self.rest = &self.rest[len..];
+        Ok(Some(Token::Word(word)))
+    }
+
+    /// A setting name: words and quoted names joined by dots, lower-cased
+    /// unless quoted.
+    fn expect_name(&mut self) -> Result<String, String> {
+        match self.next()? {
+            Some(Token::Word(w)) => Ok(w.to_ascii_lowercase()),
+            Some(Token::QuotedName(n)) => Ok(n),
+            _ => Err("expected a setting name".into()),
+        }
+    }
+
+    fn peek_is_name(&self) -> Result<bool, String> {
+        let mut ahead = Tokens { rest: self.rest };
+        Ok(match ahead.next()? {
+            Some(Token::Word(w)) => !w.eq_ignore_ascii_case("to"),
+            Some(Token::QuotedName(_)) => true,
+            _ => false,
+        })
+    }
+
+    /// Consumes `word` (any case) if it comes next.
+    fn eat_word(&mut self, word: &str) -> Result<bool, String> {
+        let mut ahead = Tokens { rest: self.rest };
+        if matches!(ahead.next()?, Some(Token::Word(w)) if w.eq_ignore_ascii_case(word)) {
+            self.rest = ahead.rest;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn expect_end(&mut self) -> Result<(), String> {
+        match self.next()? {
+            None => Ok(()),
+            Some(_) => Err("unexpected text at the end".into()),
+        }
+    }
+
+    fn skip_rest(&mut self) {
+        self.rest = "";
+    }
+}
+
+/// The text of a quoted token at the start of `s` (quote char `q`, doubled
+/// to escape) and the token's length.
+fn quoted(s: &str, q: char) -> Option<(String, usize)> {
+    let mut text = String::new();
+    let mut chars = s.char_indices().skip(1).peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == q {
+            if matches!(chars.peek(), Some((_, next)) if *next == q) {
+                chars.next();
+                text.push(q);
+            } else {
+                return Some((text, i + 1));
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, value: &str) -> Command {
+        Command::Set {
+            name: name.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    fn parsed(sql: &str) -> Command {
+        parse(sql).expect("a session command").expect("well formed")
+    }
+
+    #[test]
+    fn recognises_set_forms() {
+        assert_eq!(
+            parsed("SET extra_float_digits = 3"),
+            set("extra_float_digits", "3")
+        );
+        assert_eq!(
+            parsed("set Application_Name to 'my app';"),
+            set("application_name", "my app")
+        );
+        assert_eq!(
+            parsed("  SET SESSION DateStyle TO ISO, MDY ; "),
+            set("datestyle", "ISO, MDY")
+        );
+        assert_eq!(
+            parsed("SET LOCAL search_path = \"$user\", public"),
+            set("search_path", "$user, public")
+        );
+        assert_eq!(
+            parsed("SET resqlite.read_consistency='weak'"),
+            set("resqlite.read_consistency", "weak")
+        );
+        assert_eq!(parsed("SET x = 'it''s'"), set("x", "it's"));
+        assert_eq!(parsed("SET TIME ZONE 'UTC'"), set("timezone", "UTC"));
+        assert_eq!(parsed("SET NAMES 'UTF8'"), set("client_encoding", "UTF8"));
+        assert_eq!(parsed("/* hi */ SET x = -1.5 -- bye"), set("x", "-1.5"));
+        assert_eq!(
+            parsed("SET x TO DEFAULT"),
+            Command::Set {
+                name: "x".into(),
+                value: None
+            }
+        );
+        assert_eq!(parsed("SET session = 1"), set("session", "1"));
+        assert_eq!(
+            parsed("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            Command::SetIgnored
+        );
+        assert_eq!(
+            parsed("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+            Command::SetIgnored
+        );
+    }
+
+    #[test]
+    fn recognises_show_and_reset() {
+        assert_eq!(
+            parsed("SHOW transaction_read_only;"),
+            Command::Show {
+                name: Some("transaction_read_only".into())
+            }
+        );
+        assert_eq!(parsed("show ALL"), Command::Show { name: None });
+        assert_eq!(
+            parsed("SHOW TIME ZONE"),
+            Command::Show {
+                name: Some("timezone".into())
+            }
+        );
+        assert_eq!(
+            parsed("SHOW TRANSACTION ISOLATION LEVEL"),
+            Command::Show {
+                name: Some("transaction_isolation".into())
+            }
+        );
+        assert_eq!(parsed("RESET ALL"), Command::Reset { name: None });
+        assert_eq!(
+            parsed("reset resqlite.read_consistency"),
+            Command::Reset {
+                name: Some("resqlite.read_consistency".into())
+            }
+        );
+    }
+
+    #[test]
+    fn other_statements_are_not_session_commands() {
+        for sql in [
+            "SELECT 1",
+            "UPDATE t SET a = 1",
+            "settings",
+            "",
+            "  ;",
+            "INSERT INTO set VALUES (1)",
+        ] {
+            assert_eq!(parse(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn malformed_session_commands_are_syntax_errors() {
+        for sql in [
+            "SET",
+            "SET x",
+            "SET x = ",
+            "SET x = 'open",
+            "SHOW",
+            "SHOW a b",
+            "SET x = 1; SELECT 1",
+        ] {
+            let err = parse(sql).expect("a session command").unwrap_err();
+            assert_eq!(err.sqlstate, "42601", "{sql}");
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! One connection's settings: what `SET` and `RESET` change and `SHOW`
+//! reads, and the session the executor sees.
+
+use std::collections::BTreeMap;
+
+use super::Command;
+use crate::executor::{NodeRole, Outcome, Session, SqlError, Value};
+
+/// The setting behind [`Session::weak_reads`].
+const READ_CONSISTENCY: &str = "resqlite.read_consistency";
+
+/// What one session command produced.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// Rows and tag, as a statement's.
+    pub(crate) outcome: Outcome,
+    /// Settings clients track that changed, for ParameterStatus.
+    pub(crate) reports: Vec<(String, String)>,
+}
+
+/// Settings PostgreSQL reports with ParameterStatus when they change.
+const REPORTED: [&str; 4] = ["application_name", "DateStyle", "TimeZone", "IntervalStyle"];
+
+/// One connection's settings.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    server_version: String,
+    /// Lower-case name → value, for settings the client changed.
+    values: BTreeMap<String, String>,
+    weak_reads: bool,
+}
+
+impl Settings {
+    /// Settings for a new connection, seeded from its startup parameters
+    /// (`application_name`, and any setting passed as `options` would be).
+    pub(crate) fn new<'a>(
+        server_version: &str,
+        startup: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Settings {
+        let mut settings = Settings {
+            server_version: server_version.to_string(),
+            values: BTreeMap::new(),
+            weak_reads: false,
+        };
+        for (name, value) in startup {
+            if matches!(
+                name.as_str(),
+                "user" | "database" | "options" | "replication" | "client_encoding"
+            ) {
+                continue;
+            }
+            if let Err(e) = settings.set(name, Some(value.clone())) {
+                tracing::warn!(setting = %name, error = %e.message, "startup parameter ignored");
+            }
+        }
+        settings
+    }
+
+    /// The session the executor sees.
+    pub(crate) fn session(&self) -> Session {
+        Session {
+            weak_reads: self.weak_reads,
+        }
+    }
+
+    /// Runs one session command. `role` is the node's role now: it answers
+    /// `SHOW transaction_read_only` and its kin.
+    pub(crate) fn run(&mut self, command: &Command, role: &NodeRole) -> Result<Reply, SqlError> {
+        let mut reports = Vec::new();
+        let outcome = match command {
+            Command::Set { name, value } => {
+                self.set(name, value.clone())?;
+                reports.extend(self.report(name));
+                execution("SET")
+            }
+            Command::SetIgnored => execution("SET"),
+            Command::Reset { name: Some(name) } => {
+                self.set(name, None)?;
+                reports.extend(self.report(name));
+                execution("RESET")
+            }
+            Command::Reset { name: None } => {
+                let names: Vec<String> = self.values.keys().cloned().collect();
+                self.values.clear();
+                self.weak_reads = false;
+                reports.extend(names.iter().filter_map(|n| self.report(n)));
+                execution("RESET")
+            }
+            Command::Show { name: Some(name) } => {
+                let value = self.show(name, role).ok_or_else(|| {
+                    SqlError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
+                })?;
+                Outcome {
+                    tag: "SHOW".into(),
+                    columns: command.columns(),
+                    rows: vec![vec![Value::Text(value)]],
+                }
+            }
+            Command::Show { name: None } => {
+                let mut names: Vec<&str> = DEFAULTS.iter().map(|(n, _, _)| *n).collect();
+                names.extend(self.values.keys().map(String::as_str));
+                names.sort_by_key(|n| n.to_ascii_lowercase());
+                names.dedup_by_key(|n| n.to_ascii_lowercase());
+                let rows = names
+                    .iter()
+                    .map(|n| {
+                        let value = self.show(n, role).unwrap_or_default();
+                        let description = DEFAULTS
+                            .iter()
+                            .find(|(d, _, _)| d.eq_ignore_ascii_case(n))
+                            .map_or("", |(_, _, d)| *d);
+                        vec![
+                            Value::Text(n.to_string()),
+                            Value::Text(value),
+                            Value::Text(description.to_string()),
+                        ]
+                    })
+                    .collect();
+                Outcome {
+                    tag: "SHOW".into(),
+                    columns: command.columns(),
+                    rows,
+                }
+            }
+        };
+        Ok(Reply { outcome, reports })
+    }
+
+    /// Sets (`Some`) or resets (`None`) one setting, checking the ones that
+    /// mean something here.
+    fn set(&mut self, name: &str, value: Option<String>) -> Result<(), SqlError> {
+        let key = name.to_ascii_lowercase();
+        match (key.as_str(), value.as_deref()) {
+            (READ_CONSISTENCY, None) => self.weak_reads = false,
+            (READ_CONSISTENCY, Some(v)) => match v.to_ascii_lowercase().as_str() {
+                "weak" => self.weak_reads = true,
+                "linearizable" => self.weak_reads = false,
+                _ => {
+                    let mut e = SqlError::new(
+                        "22023",
+                        format!("invalid value for parameter \"{READ_CONSISTENCY}\": \"{v}\""),
+                    );
+                    e.detail = Some("Available values: weak, linearizable.".into());
+                    return Err(e);
+                }
+            },
+            ("client_encoding", Some(v))
+                if !matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "utf8" | "utf-8" | "unicode"
+                ) =>
+            {
+                return Err(SqlError::new(
+                    "0A000",
+                    format!("client_encoding \"{v}\" is not supported: only UTF8 is"),
+                ));
+            }
+            _ => {}
+        }
+        match value {
+            Some(v) => self.values.insert(key, v),
+            None => self.values.remove(&key),
+        };
+        Ok(())
+    }
+
+    /// The ParameterStatus to send after `name` changed, if clients track it.
+    fn report(&self, name: &str) -> Option<(String, String)> {
+        let canonical = REPORTED.iter().find(|r| r.eq_ignore_ascii_case(name))?;
+        let value = self
+            .values
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .or_else(|| default_value(canonical).map(str::to_string))
+            .unwrap_or_default();
+        Some((canonical.to_string(), value))
+    }
+
+    /// The current value of `name`; None when it is unknown.
+    fn show(&self, name: &str, role: &NodeRole) -> Option<String> {
+        let key = name.to_ascii_lowercase();
+        let read_only = if role.is_leader { "off" } else { "on" };
+        match key.as_str() {
+            // The node's role, not a session choice: a follower refuses writes.
+            "transaction_read_only" | "default_transaction_read_only" | "in_hot_standby" => {
+                return Some(read_only.to_string())
+            }
+            "server_version" => return Some(self.server_version.clone()),
+            "server_version_num" => return Some(version_num(&self.server_version)),
+            "server_encoding" | "client_encoding" => return Some("UTF8".to_string()),
+            READ_CONSISTENCY => {
+                return Some(
+                    if self.weak_reads {
+                        "weak"
+                    } else {
+                        "linearizable"
+                    }
+                    .to_string(),
+                )
+            }
+            _ => {}
+        }
+        self.values
+            .get(&key)
+            .cloned()
+            .or_else(|| default_value(&key).map(str::to_string))
+    }
+}
+
+/// Settings every connection has: name, default, description. Values
+/// computed from the node (read-only state, version) are listed with an
+/// empty default and answered by [`Settings::show`].
+const DEFAULTS: &[(&str, &str, &str)] = &[
+    (
+        "application_name",
+        "",
+        "Sets the application name to be reported.",
+    ),
+    (
+        "client_encoding",
+        "",
+        "The client's character set (always UTF8).",
+    ),
+    (
+        "DateStyle",
+        "ISO, MDY",
+        "Sets the display format for date and time values.",
+    ),
+    (
+        "default_transaction_read_only",
+        "",
+        "on when this node is not the leader.",
+    ),
+    (
+        "extra_float_digits",
+        "1",
+        "Sets the number of digits displayed for floats.",
+    ),
+    ("in_hot_standby", "", "on when this node is not the leader."),
+    ("integer_datetimes", "on", "Datetimes are integer based."),
+    (
+        "IntervalStyle",
+        "postgres",
+        "Sets the display format for interval values.",
+    ),
+    (
+        READ_CONSISTENCY,
+        "",
+        "linearizable (reads confirm leadership) or weak (reads are served locally).",
+    ),
+    ("search_path", "public", "Sets the schema search order."),
+    (
+        "server_encoding",
+        "",
+        "The server's character set (always UTF8).",
+    ),
+    (
+        "server_version",
+        "",
+        "The PostgreSQL version this server speaks as.",
+    ),
+    (
+        "server_version_num",
+        "",
+        "The server version as an integer.",
+    ),
+    (
+        "standard_conforming_strings",
+        "on",
+        "'...' strings treat backslashes literally.",
+    ),
+    (
+        "TimeZone",
+        "UTC",
+        "Sets the time zone for displaying time stamps.",
+    ),
+    (
+        "transaction_isolation",
+        "serializable",
+        "SQLite transactions are serializable.",
+    ),
+    (
+        "transaction_read_only",
+        "",
+        "on when this node is not the leader.",
+    ),
+];
+
+fn default_value(name: &str) -> Option<&'static str> {
+    DEFAULTS
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v, _)| *v)
+}
+
+/// The column name SHOW uses: the setting's canonical spelling.
+pub(crate) fn display_name(name: &str) -> &str {
+    DEFAULTS
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+        .map_or(name, |(n, _, _)| n)
+}
+
+/// `server_version_num` for a `server_version` like `16.2`: 160002.
+fn version_num(version: &str) -> String {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major * 10_000 + minor).to_string()
+}
+
+fn execution(tag: &str) -> Outcome {
+    Outcome {
+        tag: tag.to_string(),
+        columns: Vec::new(),
+        rows: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::parse;
+
+    fn parsed(sql: &str) -> Command {
+        parse(sql).expect("a session command").expect("well formed")
+    }
+
+    const LEADER: NodeRole = NodeRole { is_leader: true };
+    const FOLLOWER: NodeRole = NodeRole { is_leader: false };
+
+    #[test]
+    fn read_consistency_drives_weak_reads() {
+        let mut s = Settings::new("16.0", []);
+        assert!(!s.session().weak_reads);
+        s.run(&parsed("SET resqlite.read_consistency = 'WEAK'"), &LEADER)
+            .unwrap();
+        assert!(s.session().weak_reads);
+        let shown = s
+            .run(&parsed("SHOW resqlite.read_consistency"), &LEADER)
+            .unwrap();
+        assert_eq!(shown.outcome.rows, vec![vec![Value::Text("weak".into())]]);
+        s.run(
+            &parsed("SET resqlite.read_consistency TO linearizable"),
+            &LEADER,
+        )
+        .unwrap();
+        assert!(!s.session().weak_reads);
+        s.run(&parsed("SET resqlite.read_consistency = weak"), &LEADER)
+            .unwrap();
+        s.run(&parsed("RESET ALL"), &LEADER).unwrap();
+        assert!(!s.session().weak_reads);
+        let err = s
+            .run(
+                &parsed("SET resqlite.read_consistency = 'eventual'"),
+                &LEADER,
+            )
+            .unwrap_err();
+        assert_eq!(err.sqlstate, "22023");
+        assert!(!s.session().weak_reads);
+    }
+
+    #[test]
+    fn show_answers_read_only_from_the_role() {
+        let mut s = Settings::new("16.0", []);
+        let show = |s: &mut Settings, role| {
+            let r = s.run(&parsed("SHOW transaction_read_only"), role).unwrap();
+            assert_eq!(r.outcome.tag, "SHOW");
+            assert_eq!(r.outcome.columns[0].name, "transaction_read_only");
+            r.outcome.rows[0][0].clone()
+        };
+        assert_eq!(show(&mut s, &LEADER), Value::Text("off".into()));
+        assert_eq!(show(&mut s, &FOLLOWER), Value::Text("on".into()));
+    }
+
+    #[test]
+    fn set_values_are_remembered_and_reset() {
+        let app = String::from("application_name");
+        let psql = String::from("psql");
+        let mut s = Settings::new("16.2", [(&app, &psql)]);
+        let show = |s: &mut Settings, sql: &str| {
+            s.run(&parsed(sql), &LEADER)
+                .map(|r| r.outcome.rows[0][0].clone())
+        };
+        assert_eq!(
+            show(&mut s, "SHOW application_name").unwrap(),
+            Value::Text("psql".into())
+        );
+        assert_eq!(
+            show(&mut s, "SHOW server_version_num").unwrap(),
+            Value::Text("160002".into())
+        );
+        assert_eq!(
+            show(&mut s, "SHOW datestyle").unwrap(),
+            Value::Text("ISO, MDY".into())
+        );
+        let reply = s
+            .run(&parsed("SET application_name = 'etl'"), &LEADER)
+            .unwrap();
+        assert_eq!(
+            reply.reports,
+            vec![("application_name".to_string(), "etl".to_string())]
+        );
+        s.run(&parsed("SET my.custom = 42"), &LEADER).unwrap();
+        assert_eq!(
+            show(&mut s, "SHOW my.custom").unwrap(),
+            Value::Text("42".into())
+        );
+        s.run(&parsed("RESET my.custom"), &LEADER).unwrap();
+        assert_eq!(
+            show(&mut s, "SHOW my.custom").unwrap_err().sqlstate,
+            "42704"
+        );
+        assert_eq!(show(&mut s, "SHOW nonsense").unwrap_err().sqlstate, "42704");
+    }
+
+    #[test]
+    fn only_utf8_client_encoding() {
+        let mut s = Settings::new("16.0", []);
+        s.run(&parsed("SET client_encoding = 'UTF8'"), &LEADER)
+            .unwrap();
+        s.run(&parsed("SET NAMES 'unicode'"), &LEADER).unwrap();
+        let err = s
+            .run(&parsed("SET client_encoding = 'LATIN1'"), &LEADER)
+            .unwrap_err();
+        assert_eq!(err.sqlstate, "0A000");
+    }
+
+    #[test]
+    fn show_all_lists_settings() {
+        let mut s = Settings::new("16.0", []);
+        let reply = s.run(&parsed("SHOW ALL"), &FOLLOWER).unwrap();
+        assert_eq!(reply.outcome.columns.len(), 3);
+        let ro = reply
+            .outcome
+            .rows
+            .iter()
+            .find(|r| r[0] == Value::Text("transaction_read_only".into()))
+            .expect("listed");
+        assert_eq!(ro[1], Value::Text("on".into()));
+    }
+}
