@@ -1,3 +1,4 @@
 //! Harness for multi-process cluster tests.
 
 pub mod cluster;
+pub mod sql_cluster;

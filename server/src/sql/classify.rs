@@ -36,9 +36,14 @@ pub struct Classified {
 impl Classified {
     /// The CommandComplete tag for `count` rows returned or changed.
     pub fn tag(&self, count: u64) -> String {
-        match self.command {
+        Self::tag_for(self.command, count)
+    }
+
+    /// The tag for a command word, as [`Classified::tag`].
+    pub fn tag_for(command: &str, count: u64) -> String {
+        match command {
             "INSERT" => format!("INSERT 0 {count}"),
-            "SELECT" | "UPDATE" | "DELETE" => format!("{} {count}", self.command),
+            "SELECT" | "UPDATE" | "DELETE" => format!("{command} {count}"),
             other => other.to_string(),
         }
     }

@@ -2,7 +2,9 @@
 //! string, classifying statements as reads or writes, and the SQLSTATEs.
 
 pub mod classify;
+pub mod params;
 mod pragma;
+pub use pragma::pragma_allowed_in_reads;
 pub mod split;
 pub mod sqlstate;
 

@@ -95,18 +95,7 @@ fn classify_pragma(sql: &str) -> Result<Classified, SqlError> {
             format!("syntax error near \"{after}\""),
         ));
     }
-    let with_arg = !after.is_empty();
-    // Some pragmas write when given an argument (user_version(5) sets it).
-    let arg_is_a_setting = matches!(
-        name.as_str(),
-        "user_version"
-            | "application_id"
-            | "schema_version"
-            | "foreign_keys"
-            | "page_size"
-            | "encoding"
-    );
-    if READ_ONLY_PRAGMAS.contains(&name.as_str()) && !(with_arg && arg_is_a_setting) {
+    if pragma_allowed_in_reads(&name, !after.is_empty()) {
         Ok(Classified {
             class: Class::Read,
             command: "SELECT",
@@ -119,4 +108,21 @@ fn classify_pragma(sql: &str) -> Result<Classified, SqlError> {
             ),
         ))
     }
+}
+
+/// Whether PRAGMA `name` (with an argument or not) only reads. Used by the
+/// classifier and by the read connections' authorizer.
+pub fn pragma_allowed_in_reads(name: &str, with_arg: bool) -> bool {
+    let name = name.to_ascii_lowercase();
+    // These write when given an argument (user_version(5) sets it).
+    let arg_is_a_setting = matches!(
+        name.as_str(),
+        "user_version"
+            | "application_id"
+            | "schema_version"
+            | "foreign_keys"
+            | "page_size"
+            | "encoding"
+    );
+    READ_ONLY_PRAGMAS.contains(&name.as_str()) && !(with_arg && arg_is_a_setting)
 }

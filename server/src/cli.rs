@@ -1,0 +1,135 @@
+//! Command-line flags; each can also come from an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ReSQLite: SQLite replicated with Raft, spoken to with the PostgreSQL protocol.
+#[derive(Parser, Debug)]
+#[command(name = "resqlite", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node. With no peers it is a one-node cluster.
+    Serve(ServeArgs),
+    /// Start a local cluster of several nodes in one command (Ctrl-C stops it).
+    Cluster(ClusterArgs),
+}
+
+/// Another node: `ID=RAFT_HOST:PORT,PG_HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: u64,
+    pub raft: String,
+    pub client: String,
+}
+
+impl FromStr for Peer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || format!("peer {s:?}: expected ID=RAFT_HOST:PORT,PG_HOST:PORT");
+        let (id, addrs) = s.split_once('=').ok_or_else(usage)?;
+        let (raft, client) = addrs.split_once(',').ok_or_else(usage)?;
+        let id: u64 = id.trim().parse().map_err(|_| usage())?;
+        if id == 0 || raft.trim().is_empty() || client.trim().is_empty() {
+            return Err(usage());
+        }
+        Ok(Peer {
+            id,
+            raft: raft.trim().to_string(),
+            client: client.trim().to_string(),
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long, env = "RESQLITE_ID", default_value_t = 1)]
+    pub id: u64,
+    /// Where the node keeps its Raft log and SQLite database.
+    #[arg(long, env = "RESQLITE_DATA_DIR", default_value = "./resqlite-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL protocol listen address.
+    #[arg(long, env = "RESQLITE_LISTEN", default_value = "127.0.0.1:5432")]
+    pub listen: SocketAddr,
+    /// gRPC listen address (Raft between nodes, and ClientCommand).
+    #[arg(long, env = "RESQLITE_RAFT_LISTEN", default_value = "127.0.0.1:7432")]
+    pub raft_listen: SocketAddr,
+    /// The PostgreSQL address other nodes name in redirects (default: --listen).
+    #[arg(long, env = "RESQLITE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The gRPC address other nodes use (default: --raft-listen).
+    #[arg(long, env = "RESQLITE_RAFT_ADVERTISE")]
+    pub raft_advertise: Option<String>,
+    /// Another node, as ID=RAFT_HOST:PORT,PG_HOST:PORT; repeat for each.
+    /// From the environment: space-separated.
+    #[arg(long = "peer", env = "RESQLITE_PEERS", value_delimiter = ' ')]
+    pub peers: Vec<Peer>,
+    /// Raft tick in milliseconds (the election timeout is 10–20 ticks).
+    #[arg(long, env = "RESQLITE_TICK_MS", default_value_t = 50)]
+    pub tick_ms: u64,
+    /// Read-only SQLite connections for reads.
+    #[arg(long, env = "RESQLITE_READ_CONNECTIONS", default_value_t = 8)]
+    pub read_connections: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// How many nodes.
+    #[arg(long, env = "RESQLITE_NODES", default_value_t = 3)]
+    pub nodes: u64,
+    /// Parent folder of the nodes' data directories (node1, node2 …).
+    #[arg(
+        long,
+        env = "RESQLITE_CLUSTER_DIR",
+        default_value = "./resqlite-cluster"
+    )]
+    pub data_dir: PathBuf,
+    /// PostgreSQL port of node 1; node i listens on this + i - 1.
+    #[arg(long, env = "RESQLITE_BASE_PORT", default_value_t = 5432)]
+    pub base_port: u16,
+    /// gRPC port of node 1; node i listens on this + i - 1.
+    #[arg(long, env = "RESQLITE_RAFT_BASE_PORT", default_value_t = 7432)]
+    pub raft_base_port: u16,
+    /// Host to listen on.
+    #[arg(long, env = "RESQLITE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_say_why() {
+        let p: Peer = "2=127.0.0.1:7433,127.0.0.1:5433".parse().unwrap();
+        assert_eq!(
+            p,
+            Peer {
+                id: 2,
+                raft: "127.0.0.1:7433".into(),
+                client: "127.0.0.1:5433".into()
+            }
+        );
+        for bad in ["2", "x=a,b", "0=a,b", "2=a", "2=,b"] {
+            assert!(
+                bad.parse::<Peer>().unwrap_err().contains("expected ID="),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_subcommand_has_help() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

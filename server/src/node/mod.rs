@@ -1,0 +1,201 @@
+//! One node's request path, shared by every front end (PostgreSQL wire and
+//! the ClientCommand RPC): classify, route to the leader, run the read on
+//! the leader's SQLite (after a ReadIndex round unless weak) or propose the
+//! write through Raft and answer with its applied result.
+
+mod client_service;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use resqlite_raft::driver::{ProposeError, RaftNode};
+use resqlite_raft::{NodeId, Role};
+use resqlite_wire::{Description, Executor, NodeRole, Outcome, Session, SqlError, Value};
+
+pub use client_service::ClientCommandService;
+
+use crate::sql::{self, sqlstate, Class};
+use crate::store::{self, ReadPool, SqliteStateMachine};
+
+/// How to reach another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddrs {
+    /// Its PostgreSQL (client) address, named in redirects.
+    pub client: String,
+    /// Its gRPC address (Raft and ClientCommand).
+    pub grpc: String,
+}
+
+/// A node's SQL engine on top of its Raft node.
+pub struct Node {
+    raft: RaftNode<SqliteStateMachine>,
+    reads: ReadPool,
+    /// Every node's addresses, this one included.
+    addrs: BTreeMap<NodeId, PeerAddrs>,
+}
+
+impl Node {
+    /// Wraps a started Raft node and the read pool on the same database.
+    pub fn new(
+        raft: RaftNode<SqliteStateMachine>,
+        reads: ReadPool,
+        addrs: BTreeMap<NodeId, PeerAddrs>,
+    ) -> Arc<Self> {
+        Arc::new(Node { raft, reads, addrs })
+    }
+
+    /// The Raft node underneath.
+    pub fn raft(&self) -> &RaftNode<SqliteStateMachine> {
+        &self.raft
+    }
+
+    /// The error a client gets when this node cannot serve it: the leader's
+    /// address when one is known (25006), otherwise "retry" (57P03).
+    pub fn redirect(&self, leader: Option<NodeId>) -> SqlError {
+        let leader = leader.filter(|&l| l != self.raft.id());
+        match leader.and_then(|l| self.addrs.get(&l)) {
+            Some(addrs) => SqlError {
+                sqlstate: sqlstate::READ_ONLY_SQL_TRANSACTION.to_string(),
+                message: format!("not the leader; leader: {}", addrs.client),
+                detail: Some(addrs.client.clone()),
+            },
+            None => SqlError::new(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "no leader is elected right now; retry in a moment",
+            ),
+        }
+    }
+
+    /// The leader's gRPC address, if known and not this node.
+    pub fn leader_grpc(&self) -> Option<String> {
+        let leader = self.raft.leader().filter(|&l| l != self.raft.id())?;
+        self.addrs.get(&leader).map(|a| a.grpc.clone())
+    }
+
+    fn propose_error(&self, e: ProposeError) -> SqlError {
+        match e {
+            ProposeError::NotLeader { leader } => self.redirect(leader),
+            ProposeError::OutcomeUnknown => SqlError::new(
+                sqlstate::STATEMENT_COMPLETION_UNKNOWN,
+                "leadership changed before the write was confirmed: it may or may not have been \
+                 applied; check before retrying",
+            ),
+            ProposeError::Dropped => SqlError::new(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "leadership changed and the write was not applied; retry",
+            ),
+            ProposeError::Shutdown => {
+                SqlError::new("57P01", "the node is shutting down; retry on another node")
+            }
+            ProposeError::Storage(why) => SqlError::new(
+                "58030",
+                format!("the node stopped after a storage failure: {why}"),
+            ),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.status().role == Role::Leader
+    }
+
+    /// Runs one statement: the single path every front end uses.
+    pub async fn run(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Outcome, SqlError> {
+        let classified = sql::classify(sql)?;
+        match classified.class {
+            Class::Write => {
+                if !self.is_leader() {
+                    return Err(self.redirect(self.raft.leader()));
+                }
+                let entry = store::encode_write(sql, &params, classified.command);
+                self.raft
+                    .propose(entry)
+                    .await
+                    .map_err(|e| self.propose_error(e))?
+            }
+            Class::Read => {
+                if session.weak_reads {
+                    if !self.is_leader() {
+                        return Err(self.redirect(self.raft.leader()));
+                    }
+                } else {
+                    self.raft
+                        .read_barrier()
+                        .await
+                        .map_err(|e| self.propose_error(e))?;
+                }
+                let rows = self.reads.query(sql.to_string(), params).await?;
+                Ok(Outcome {
+                    tag: classified.tag(rows.rows.len() as u64),
+                    columns: rows.columns,
+                    rows: rows.rows,
+                })
+            }
+        }
+    }
+
+    /// Runs a read on this node's own SQLite, leader or not, without any
+    /// consistency guarantee: an admin and debugging path (per-node content
+    /// checks), reachable only through the ClientCommand RPC.
+    pub async fn read_local(&self, sql: &str, params: Vec<Value>) -> Result<Outcome, SqlError> {
+        let classified = sql::classify(sql)?;
+        if classified.class != Class::Read {
+            return Err(SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "read_consistency 'local' is for reads only",
+            ));
+        }
+        let rows = self.reads.query(sql.to_string(), params).await?;
+        Ok(Outcome {
+            tag: classified.tag(rows.rows.len() as u64),
+            columns: rows.columns,
+            rows: rows.rows,
+        })
+    }
+
+    /// Parameter and result types of a statement, for Parse/Describe.
+    pub async fn describe_statement(&self, sql: &str) -> Result<Description, SqlError> {
+        sql::classify(sql)?;
+        let text = sql.to_string();
+        self.reads
+            .describe(sql.to_string(), move |conn, count| {
+                sql::params::infer_param_types(&text, count, |tables, column| {
+                    store::exec::declared_column_type(conn, tables, column)
+                })
+            })
+            .await
+    }
+}
+
+/// The PostgreSQL front end's view of a node.
+#[derive(Clone)]
+pub struct NodeExecutor(pub Arc<Node>);
+
+impl Executor for NodeExecutor {
+    fn split(&self, sql: &str) -> Result<Vec<String>, SqlError> {
+        Ok(sql::split_statements(sql))
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Description, SqlError> {
+        self.0.describe_statement(sql).await
+    }
+
+    async fn execute(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Outcome, SqlError> {
+        self.0.run(session, sql, params).await
+    }
+
+    fn role(&self) -> NodeRole {
+        NodeRole {
+            is_leader: self.0.is_leader(),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Runs a cluster of real `resqlite serve` processes on loopback for a test,
+//! with PostgreSQL clients (tokio-postgres) and a per-node admin read
+//! (ClientCommand with `read_consistency = "local"`) to compare what every
+//! node holds without trusting any one of them.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use resqlite_proto::client::client_client::ClientClient;
+use resqlite_proto::client::client_command_request::Statement;
+use resqlite_proto::client::{value, ClientCommandRequest};
+use tokio_postgres::{Client, NoTls};
+
+use crate::cluster::{pick_port, wait_until, NodeId};
+
+struct SqlNode {
+    pg_port: u16,
+    grpc_port: u16,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster of `resqlite serve` processes. Dropping it kills every
+/// process, pass or fail (and prints each node's log tail on failure).
+pub struct SqlCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    nodes: BTreeMap<NodeId, SqlNode>,
+}
+
+impl SqlCluster {
+    /// Starts `n` nodes (ids 1..=n) of the `resqlite` binary `bin`.
+    pub fn start(bin: impl Into<PathBuf>, n: u64) -> anyhow::Result<SqlCluster> {
+        let dir = tempfile::Builder::new().prefix("resqlite-sql-").tempdir()?;
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            nodes.insert(
+                id,
+                SqlNode {
+                    pg_port: pick_port()?,
+                    grpc_port: pick_port()?,
+                    data_dir: dir.path().join(format!("node{id}")),
+                    log: dir.path().join(format!("node-{id}.log")),
+                    child: None,
+                },
+            );
+        }
+        let mut cluster = SqlCluster {
+            bin: bin.into(),
+            dir,
+            nodes,
+        };
+        for id in 1..=n {
+            cluster.start_node(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every node id.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The node's PostgreSQL address.
+    pub fn pg_addr(&self, id: NodeId) -> String {
+        format!("127.0.0.1:{}", self.nodes[&id].pg_port)
+    }
+
+    /// The node's PostgreSQL port.
+    pub fn pg_port(&self, id: NodeId) -> u16 {
+        self.nodes[&id].pg_port
+    }
+
+    /// The cluster's temp dir (data and logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts (or restarts) node `id` with its existing data directory.
+    pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(pid, n)| format!("{pid}=127.0.0.1:{},127.0.0.1:{}", n.grpc_port, n.pg_port))
+            .collect();
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen", &format!("127.0.0.1:{}", node.pg_port)])
+            .args(["--raft-listen", &format!("127.0.0.1:{}", node.grpc_port)])
+            .args(["--read-connections", "2"]);
+        for p in &peers {
+            cmd.args(["--peer", p]);
+        }
+        let level = std::env::var("RESQLITE_TEST_LOG").unwrap_or_else(|_| "info".to_string());
+        cmd.env("RESQLITE_LOG", level)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        node.child = Some(cmd.spawn().with_context(|| format!("starting node {id}"))?);
+        Ok(())
+    }
+
+    /// `kill -9` of node `id`.
+    pub fn kill(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        if let Some(mut child) = node.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// A PostgreSQL connection to node `id`.
+    pub async fn connect(&self, id: NodeId) -> anyhow::Result<Client> {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=resqlite connect_timeout=2",
+            self.nodes[&id].pg_port
+        );
+        let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// Waits until some node says it is the leader (`transaction_read_only`
+    /// off) and returns it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> anyhow::Result<NodeId> {
+        let ids = self.running();
+        wait_until("a leader", timeout, || {
+            let ids = ids.clone();
+            async move {
+                for id in ids {
+                    if let Ok(c) = self.connect(id).await {
+                        if let Ok(row) = c.query_one("SHOW transaction_read_only", &[]).await {
+                            if row.get::<_, String>(0) == "off" {
+                                return Some(id);
+                            }
+                        }
+                    }
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    /// Nodes whose process is running.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.child.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Node `id`'s own answer to a read, whatever its role (admin path),
+    /// each row rendered as text.
+    pub async fn local_rows(&self, id: NodeId, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+        let url = format!("http://127.0.0.1:{}", self.nodes[&id].grpc_port);
+        let mut client = ClientClient::connect(url).await?;
+        let resp = client
+            .client_command(ClientCommandRequest {
+                statement: Some(Statement::Query(sql.to_string())),
+                read_consistency: "local".to_string(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        if let Some(e) = resp.error {
+            anyhow::bail!("node {id}: {} {}", e.sqlstate, e.message);
+        }
+        Ok(resp
+            .rows
+            .into_iter()
+            .map(|r| r.values.into_iter().map(|v| render(v.kind)).collect())
+            .collect())
+    }
+
+    /// Waits until every running node holds the same answer to `sql` as
+    /// `want`, read from each node itself.
+    pub async fn wait_all_hold(
+        &self,
+        sql: &str,
+        want: &[Vec<String>],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let ids = self.running();
+        wait_until("every node to hold the same rows", timeout, || {
+            let ids = ids.clone();
+            async move {
+                for id in ids {
+                    match self.local_rows(id, sql).await {
+                        Ok(rows) if rows == want => {}
+                        _ => return None,
+                    }
+                }
+                Some(())
+            }
+        })
+        .await
+    }
+}
+
+fn render(kind: Option<value::Kind>) -> String {
+    match kind {
+        None | Some(value::Kind::Null(_)) => "NULL".to_string(),
+        Some(value::Kind::Integer(i)) => i.to_string(),
+        Some(value::Kind::Real(f)) => f.to_string(),
+        Some(value::Kind::Text(t)) => t,
+        Some(value::Kind::Blob(b)) => format!(
+            "\\x{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
+    }
+}
+
+impl Drop for SqlCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for (id, node) in &self.nodes {
+                let text = fs::read_to_string(&node.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                eprintln!("--- node {id} log tail ({}) ---", node.log.display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
