@@ -105,6 +105,7 @@ impl Node {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Outcome, SqlError> {
+        let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         let classified = sql::classify(sql)?;
         match classified.class {
             Class::Write => {
@@ -142,6 +143,7 @@ impl Node {
     /// consistency guarantee: an admin and debugging path (per-node content
     /// checks), reachable only through the ClientCommand RPC.
     pub async fn read_local(&self, sql: &str, params: Vec<Value>) -> Result<Outcome, SqlError> {
+        let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         let classified = sql::classify(sql)?;
         if classified.class != Class::Read {
             return Err(SqlError::new(
@@ -159,6 +161,7 @@ impl Node {
 
     /// Parameter and result types of a statement, for Parse/Describe.
     pub async fn describe_statement(&self, sql: &str) -> Result<Description, SqlError> {
+        let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         sql::classify(sql)?;
         let text = sql.to_string();
         self.reads

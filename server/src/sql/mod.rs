@@ -3,7 +3,9 @@
 
 pub mod classify;
 pub mod params;
+pub mod pg_syntax;
 mod pragma;
+pub mod result_types;
 pub use pragma::pragma_allowed_in_reads;
 pub mod split;
 pub mod sqlstate;

@@ -15,6 +15,8 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 enum Use {
     Column(String),
     Integer,
+    /// `CAST($n AS type)`, also what `$n::type` is rewritten to.
+    Declared(PgType),
 }
 
 /// Returns one type per parameter (`count` of them). `column_type(tables,
@@ -60,6 +62,7 @@ pub fn infer_param_types(
         });
         types[index] = match found {
             Some(Use::Integer) => PgType::Int8,
+            Some(Use::Declared(t)) => t,
             Some(Use::Column(c)) => column_type(&tables, &c).unwrap_or(PgType::Text),
             None => continue,
         };
@@ -94,8 +97,16 @@ fn is_comparison(t: &Token) -> bool {
     )
 }
 
-/// `col = $n`, `$n = col`, `LIMIT $n`, `OFFSET $n`.
+/// `col = $n`, `$n = col`, `LIMIT $n`, `OFFSET $n`, `CAST($n AS type)`.
 fn use_of(tokens: &[Token], i: usize) -> Option<Use> {
+    if i >= 2
+        && tokens[i - 1] == Token::LParen
+        && keyword(&tokens[i - 2]) == Some(Keyword::CAST)
+        && tokens.get(i + 1).and_then(keyword) == Some(Keyword::AS)
+    {
+        let decl = tokens.get(i + 2).and_then(word)?;
+        return crate::store::values::pg_type_for_decltype(Some(decl)).map(Use::Declared);
+    }
     if i >= 1
         && matches!(
             keyword(&tokens[i - 1]),
@@ -244,6 +255,16 @@ mod tests {
         assert_eq!(t, vec![PgType::Int8, PgType::Text, PgType::Float8]);
         let t = infer_param_types("INSERT INTO t VALUES (?, ?)", 2, schema);
         assert_eq!(t, vec![PgType::Int8, PgType::Text]);
+    }
+
+    #[test]
+    fn casts_declare_their_parameter() {
+        let t = infer_param_types(
+            "SELECT CAST($1 AS INTEGER), CAST($2 AS REAL), CAST($3 AS TEXT) + k",
+            3,
+            schema,
+        );
+        assert_eq!(t, vec![PgType::Int8, PgType::Float8, PgType::Text]);
     }
 
     #[test]

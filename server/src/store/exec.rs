@@ -80,10 +80,40 @@ pub fn declared_types(stmt: &Statement<'_>) -> Vec<(String, Option<PgType>)> {
         .collect()
 }
 
+/// Result column names and types for `stmt`, prepared from `sql` on
+/// `conn`: a plain table column's declared type, else the type the
+/// statement's shape gives it (`count(*)` is int8, `a = b` bool; see
+/// `sql::result_types`), else `None`.
+pub fn result_types(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    stmt: &Statement<'_>,
+) -> Vec<(String, Option<PgType>)> {
+    let mut columns = declared_types(stmt);
+    if columns.iter().any(|(_, t)| t.is_none()) {
+        let lookup = |tables: &[String], column: &str| declared_column_type(conn, tables, column);
+        let inferred = crate::sql::result_types::infer_result_types(sql, columns.len(), &lookup);
+        for ((_, t), guess) in columns.iter_mut().zip(inferred) {
+            if t.is_none() {
+                *t = guess;
+            }
+        }
+    }
+    columns
+}
+
 /// Runs a bound statement to completion and collects its rows. Columns
 /// with no declared type take the type of the values they hold.
 pub fn run(stmt: &mut Statement<'_>) -> Result<RowSet, SqlError> {
     let declared = declared_types(stmt);
+    run_typed(stmt, declared)
+}
+
+/// [`run`] with the column types already known (`None`: from the values).
+pub fn run_typed(
+    stmt: &mut Statement<'_>,
+    declared: Vec<(String, Option<PgType>)>,
+) -> Result<RowSet, SqlError> {
     let width = declared.len();
     let mut rows = Vec::new();
     let mut cursor = stmt.raw_query();

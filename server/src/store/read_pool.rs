@@ -10,7 +10,7 @@ use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::Semaphore;
 
 use super::errors::sql_error;
-use super::exec::{bind, declared_types, parameter_count, run, RowSet};
+use super::exec::{bind, parameter_count, result_types, run_typed, RowSet};
 use super::guard::guard_read_connection;
 use crate::sql::sqlstate;
 
@@ -101,14 +101,16 @@ impl ReadPool {
                     "statement is not read-only: it cannot run as a read",
                 ));
             }
+            let types = result_types(conn, &sql, &stmt);
             bind(&mut stmt, &params)?;
-            run(&mut stmt)
+            run_typed(&mut stmt, types)
         })
         .await
     }
 
     /// Parameter count and result columns of a statement, without running it.
-    /// Parameters are described as text unless `infer` knows better.
+    /// Parameters and result columns whose type nothing settles are
+    /// described as text; `infer` types the parameters.
     pub async fn describe(
         &self,
         sql: String,
@@ -117,7 +119,7 @@ impl ReadPool {
         self.with_connection(move |conn| {
             let stmt = conn.prepare(&sql).map_err(|e| sql_error(&e))?;
             let count = parameter_count(&stmt)?;
-            let columns = declared_types(&stmt)
+            let columns = result_types(conn, &sql, &stmt)
                 .into_iter()
                 .map(|(name, t)| resqlite_wire::Column {
                     name,

@@ -292,4 +292,24 @@ async fn reads_are_read_only_and_typed() {
         .unwrap();
     assert_eq!(d.params.len(), 2);
     assert_eq!(d.columns[0].pg_type, PgType::Text);
+    // Expressions have no declared type: their shape gives one, at Describe
+    // and in a simple query alike (K1 of docs/compat.md's first run).
+    let sql = "SELECT count(*), sum(f), sum(k), k = 1, k || 'x', typeof(b) FROM t";
+    let want = vec![
+        PgType::Int8,
+        PgType::Float8,
+        PgType::Int8,
+        PgType::Bool,
+        PgType::Text,
+        PgType::Text,
+    ];
+    let d = pool
+        .describe(sql.into(), |_, n| vec![PgType::Text; n])
+        .await
+        .unwrap();
+    let described: Vec<PgType> = d.columns.iter().map(|c| c.pg_type).collect();
+    assert_eq!(described, want);
+    let rows = pool.query(sql.into(), vec![]).await.unwrap();
+    let typed: Vec<PgType> = rows.columns.iter().map(|c| c.pg_type).collect();
+    assert_eq!(typed, want);
 }
