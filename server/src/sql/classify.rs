@@ -112,7 +112,14 @@ fn class_of(statement: &Statement) -> Result<Classified, SqlError> {
     use sqlparser::ast::ObjectType;
     use Statement as S;
     match statement {
-        S::Query(_) => read("SELECT"),
+        // `WITH … INSERT/UPDATE/DELETE` parses as a query whose body is the
+        // write: it is a write, not a read SQLite would then refuse.
+        S::Query(q) => match q.body.as_ref() {
+            sqlparser::ast::SetExpr::Insert(_) => write("INSERT"),
+            sqlparser::ast::SetExpr::Update(_) => write("UPDATE"),
+            sqlparser::ast::SetExpr::Delete(_) => write("DELETE"),
+            _ => read("SELECT"),
+        },
         S::Explain { .. } | S::ExplainTable { .. } => read("EXPLAIN"),
         S::Insert(_) => write("INSERT"),
         S::Update(_) => write("UPDATE"),

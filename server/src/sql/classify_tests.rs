@@ -45,6 +45,10 @@ fn writes() {
         "INSERT INTO t VALUES (datetime('2024-01-01', '+1 day'))",
         "INSERT INTO t VALUES (strftime('%s', $1))",
         "CREATE TABLE c AS SELECT * FROM t",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) \
+         INSERT INTO t SELECT x FROM c",
+        "WITH old AS (SELECT a FROM t) DELETE FROM u WHERE a IN (SELECT a FROM old)",
+        "WITH n AS (SELECT 1 AS a) UPDATE t SET b = 2 WHERE a IN (SELECT a FROM n)",
     ] {
         assert_eq!(classify(sql).unwrap().class, Class::Write, "{sql}");
     }
