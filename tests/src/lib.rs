@@ -1,4 +1,5 @@
 //! Harness for multi-process cluster tests.
 
 pub mod cluster;
+pub mod jepsen;
 pub mod sql_cluster;

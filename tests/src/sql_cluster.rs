@@ -23,6 +23,10 @@ struct SqlNode {
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    paused: bool,
+    /// Raft address this node is told for a peer, where it is not the
+    /// peer's own (a fault-injecting proxy in between).
+    raft_routes: BTreeMap<NodeId, String>,
 }
 
 /// A running cluster of `resqlite serve` processes. Dropping it kills every
@@ -36,6 +40,14 @@ pub struct SqlCluster {
 impl SqlCluster {
     /// Starts `n` nodes (ids 1..=n) of the `resqlite` binary `bin`.
     pub fn start(bin: impl Into<PathBuf>, n: u64) -> anyhow::Result<SqlCluster> {
+        let mut cluster = SqlCluster::prepare(bin, n)?;
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
+    /// Picks ports and directories for `n` nodes (ids 1..=n) without
+    /// starting them, so routes can be set first ([`SqlCluster::route`]).
+    pub fn prepare(bin: impl Into<PathBuf>, n: u64) -> anyhow::Result<SqlCluster> {
         let dir = tempfile::Builder::new().prefix("resqlite-sql-").tempdir()?;
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -47,18 +59,44 @@ impl SqlCluster {
                     data_dir: dir.path().join(format!("node{id}")),
                     log: dir.path().join(format!("node-{id}.log")),
                     child: None,
+                    paused: false,
+                    raft_routes: BTreeMap::new(),
                 },
             );
         }
-        let mut cluster = SqlCluster {
+        Ok(SqlCluster {
             bin: bin.into(),
             dir,
             nodes,
-        };
-        for id in 1..=n {
-            cluster.start_node(id)?;
+        })
+    }
+
+    /// Starts every node that is not running.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for id in self.ids() {
+            if self.nodes[&id].child.is_none() {
+                self.start_node(id)?;
+            }
         }
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// From its next start on, node `from` reaches peer `to`'s Raft port at
+    /// `addr` (`host:port`) instead of the peer's own.
+    pub fn route(&mut self, from: NodeId, to: NodeId, addr: String) {
+        if let Some(n) = self.nodes.get_mut(&from) {
+            n.raft_routes.insert(to, addr);
+        }
+    }
+
+    /// The node's own Raft (gRPC) port.
+    pub fn raft_port(&self, id: NodeId) -> u16 {
+        self.nodes[&id].grpc_port
+    }
+
+    /// The node's log file (appended to across restarts).
+    pub fn log_path(&self, id: NodeId) -> PathBuf {
+        self.nodes[&id].log.clone()
     }
 
     /// Every node id.
@@ -83,15 +121,28 @@ impl SqlCluster {
 
     /// Starts (or restarts) node `id` with its existing data directory.
     pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let routes = self
+            .nodes
+            .get(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?
+            .raft_routes
+            .clone();
         let peers: Vec<String> = self
             .nodes
             .iter()
-            .map(|(pid, n)| format!("{pid}=127.0.0.1:{},127.0.0.1:{}", n.grpc_port, n.pg_port))
+            .map(|(pid, n)| {
+                let raft = routes
+                    .get(pid)
+                    .cloned()
+                    .unwrap_or_else(|| format!("127.0.0.1:{}", n.grpc_port));
+                format!("{pid}={raft},127.0.0.1:{}", n.pg_port)
+            })
             .collect();
         let node = self
             .nodes
             .get_mut(&id)
             .ok_or_else(|| anyhow!("no node {id}"))?;
+        node.paused = false;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -125,6 +176,79 @@ impl SqlCluster {
         if let Some(mut child) = node.child.take() {
             child.kill()?;
             child.wait()?;
+        }
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Stops node `id` the polite way (SIGTERM, as systemd or Ctrl-C would)
+    /// and waits for it to exit; `kill -9` if it has not within `grace`.
+    /// Returns whether it exited by itself.
+    pub fn terminate(&mut self, id: NodeId, grace: Duration) -> anyhow::Result<bool> {
+        self.signal(id, libc::SIGTERM)?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no node {id}"))?;
+        let Some(mut child) = node.child.take() else {
+            return Ok(true);
+        };
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill()?;
+        child.wait()?;
+        Ok(false)
+    }
+
+    /// `kill -9` and start again on the same data directory.
+    pub fn restart(&mut self, id: NodeId) -> anyhow::Result<()> {
+        self.kill(id)?;
+        self.start_node(id)
+    }
+
+    /// Freezes node `id` (SIGSTOP): its sockets stay open, it answers
+    /// nothing until [`SqlCluster::resume`].
+    pub fn pause(&mut self, id: NodeId) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGSTOP)?;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.paused = true;
+        }
+        Ok(())
+    }
+
+    /// Thaws a paused node (SIGCONT).
+    pub fn resume(&mut self, id: NodeId) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGCONT)?;
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Whether node `id` is stopped by [`SqlCluster::pause`].
+    pub fn is_paused(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.paused)
+    }
+
+    fn signal(&self, id: NodeId, sig: libc::c_int) -> anyhow::Result<()> {
+        let node = self.nodes.get(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let child = node
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+        // SAFETY: kill(2) on our own child's pid; it has not been waited
+        // for (the Child is still held), so the pid cannot be reused.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            anyhow::bail!(
+                "signal {sig} to node {id}: {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
