@@ -13,8 +13,8 @@ pub mod transport;
 pub mod types;
 
 pub use crate::core::{
-    Config, Message, MessageBody, Persisted, ProposeError, Raft, RaftError, ReadState, Ready, Role,
-    SoftState, Status,
+    CompactError, Config, Message, MessageBody, Persisted, ProposeError, Raft, RaftError,
+    ReadState, Ready, Role, SoftState, Status,
 };
 pub use crate::log_store::{LogStore, LogStoreOptions, Recovered, StoreError};
-pub use crate::types::{Entry, EntryKind, HardState, NodeId};
+pub use crate::types::{Entry, EntryKind, HardState, NodeId, SnapshotMeta};

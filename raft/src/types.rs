@@ -66,3 +66,18 @@ pub struct HardState {
     /// The candidate this node voted for in `term`, if any.
     pub vote: Option<NodeId>,
 }
+
+/// What a snapshot of the state machine covers: every entry up to and
+/// including `index` (whose term is `term`), and the voters in force there.
+/// A log compacted to a snapshot starts at `index + 1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot includes (0: no snapshot).
+    pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
+    /// The voting members as of `index`. Membership is static for now, but
+    /// it travels with the snapshot so that a node restored from one knows
+    /// the configuration without the log entries that set it.
+    pub voters: Vec<NodeId>,
+}

@@ -1,6 +1,6 @@
 //! Messages exchanged between Raft cores. The transport maps them to gRPC.
 
-use crate::types::{Entry, NodeId};
+use crate::types::{Entry, NodeId, SnapshotMeta};
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,11 +58,13 @@ pub enum MessageBody {
         /// On success, the last index known to match the leader; on
         /// rejection, the `prev_log_index` that was tried.
         index: u64,
-        /// On rejection: the term of the follower's entry at the tried index
-        /// (0 when its log is shorter).
+        /// On rejection: the term of the follower's entry at `conflict_index`
+        /// (0 for index 0).
         conflict_term: u64,
-        /// On rejection: the first index of `conflict_term` in the follower's
-        /// log, or its last index + 1 when its log is shorter.
+        /// On rejection: the last index, at or below the tried one, where the
+        /// follower's log could still match the leader's (its last entry with
+        /// a term at most the request's `prev_log_term`, or its commit index
+        /// if higher). The leader probes next at or below it.
         conflict_index: u64,
     },
     /// Leader liveness, commit propagation and ReadIndex confirmation.
@@ -79,6 +81,21 @@ pub enum MessageBody {
     },
     /// Leadership transfer: start an election now.
     TimeoutNow,
+    /// The follower needs entries the leader's log no longer holds: replace
+    /// its state with the leader's snapshot. The core only names the
+    /// snapshot; the driver streams its bytes, and delivers this message to
+    /// the receiving core once they are all there and verified.
+    InstallSnapshot {
+        /// What the snapshot covers.
+        snapshot: SnapshotMeta,
+    },
+    /// The answer to [`MessageBody::InstallSnapshot`], sent once the
+    /// snapshot is durable and the state machine restored from it.
+    InstallSnapshotResponse {
+        /// The last index the follower now holds that matches the leader:
+        /// the snapshot's, or its commit index if that was already higher.
+        index: u64,
+    },
 }
 
 impl MessageBody {
@@ -89,6 +106,7 @@ impl MessageBody {
             MessageBody::RequestVoteResponse { .. }
                 | MessageBody::AppendEntriesResponse { .. }
                 | MessageBody::HeartbeatResponse { .. }
+                | MessageBody::InstallSnapshotResponse { .. }
         )
     }
 }

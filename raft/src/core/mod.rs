@@ -14,7 +14,12 @@ mod progress;
 mod raft_log;
 mod read_index;
 mod replication;
+mod snapshot;
+#[cfg(test)]
+mod snapshot_tests;
 mod step;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -26,7 +31,7 @@ pub use self::message::{Message, MessageBody};
 use self::progress::Progress;
 use self::raft_log::RaftLog;
 use self::read_index::ReadOnly;
-use crate::types::{Entry, EntryKind, HardState, NodeId};
+use crate::types::{Entry, EntryKind, HardState, NodeId, SnapshotMeta};
 
 /// Static settings of one core.
 #[derive(Clone, Debug)]
@@ -52,6 +57,12 @@ pub struct Config {
     pub max_inflight_bytes: usize,
     /// Bytes of entries in one AppendEntries (at least one entry is sent).
     pub max_batch_bytes: usize,
+    /// Ticks a leader waits for the answer to an InstallSnapshot before it
+    /// asks for the snapshot to be sent again. The driver reports a failed
+    /// transfer at once ([`Raft::report_snapshot_failure`]); this only
+    /// covers an answer that never comes, so it must exceed the time to
+    /// stream the largest snapshot.
+    pub snapshot_timeout_tick: u32,
     /// Seed for the randomised election timeouts.
     pub seed: u64,
 }
@@ -69,6 +80,7 @@ impl Config {
             max_inflight_msgs: 64,
             max_inflight_bytes: 32 << 20,
             max_batch_bytes: 1 << 20,
+            snapshot_timeout_tick: 1200,
             seed: id,
         }
     }
@@ -89,6 +101,9 @@ impl Config {
         }
         if self.max_inflight_msgs == 0 || self.max_batch_bytes == 0 {
             return bad("in-flight limits must be positive");
+        }
+        if self.snapshot_timeout_tick == 0 {
+            return bad("snapshot_timeout_tick must be positive");
         }
         Ok(())
     }
@@ -124,10 +139,36 @@ pub enum ProposeError {
 pub struct Persisted {
     /// Term and vote.
     pub hard_state: HardState,
-    /// The whole durable log, contiguous from index 1.
+    /// The newest durable snapshot (index 0 if none): the log starts after it.
+    pub snapshot: SnapshotMeta,
+    /// The whole durable log, contiguous from `snapshot.index + 1`.
     pub entries: Vec<Entry>,
-    /// Last index the state machine has applied (its state survives restarts).
+    /// Last index the state machine has applied (its state survives
+    /// restarts). At least `snapshot.index`: a state machine that is behind
+    /// the snapshot must be restored from it first.
     pub applied: u64,
+}
+
+/// Why [`Raft::compact`] did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    /// The log already starts after `index` (a newer snapshot was taken or
+    /// installed meanwhile).
+    #[error("index {index} is already compacted (the log starts after {offset})")]
+    Compacted {
+        /// The index asked for.
+        index: u64,
+        /// The current snapshot's index.
+        offset: u64,
+    },
+    /// The state machine has not applied `index`, so no snapshot can hold it.
+    #[error("index {index} is not applied yet (applied: {applied})")]
+    NotApplied {
+        /// The index asked for.
+        index: u64,
+        /// The applied index.
+        applied: u64,
+    },
 }
 
 /// A node's role.
@@ -171,6 +212,12 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Must be durable before `persisted_messages` are sent.
     pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader, to install before `entries`:
+    /// the durable log is replaced by this snapshot (every entry is
+    /// dropped, the log continues after `snapshot.index`) and the state
+    /// machine is restored from it. Both must be done before
+    /// `persisted_messages` are sent: they hold the acknowledgement.
+    pub snapshot: Option<SnapshotMeta>,
     /// Append to the durable log, first truncating it from `entries[0].index`.
     /// Then call [`Raft::on_persisted`] with the last one.
     pub entries: Vec<Entry>,
@@ -191,7 +238,7 @@ pub struct Ready {
 impl Ready {
     /// Whether the durable store must be written for this Ready.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
     }
 }
 
@@ -218,6 +265,8 @@ pub struct Status {
     pub persisted: u64,
     /// Highest index handed to the state machine.
     pub applied: u64,
+    /// Index of the snapshot the log starts after (0 if none).
+    pub snapshot: u64,
 }
 
 /// One Raft node's consensus state machine.
@@ -235,6 +284,10 @@ pub struct Raft {
     read_only: ReadOnly,
     /// Leader only: the node leadership is being handed to, and since when.
     transfer_target: Option<NodeId>,
+    /// Leader only: proposals were appended since the last broadcast.
+    append_pending: bool,
+    /// A snapshot received from the leader, for the next Ready to install.
+    snapshot_to_install: Option<SnapshotMeta>,
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     randomized_election_timeout: u32,
@@ -254,24 +307,32 @@ impl Raft {
         cfg.validate()?;
         let Persisted {
             hard_state,
+            snapshot,
             entries,
             applied,
         } = persisted;
+        let first = snapshot.index + 1;
         for (i, e) in entries.iter().enumerate() {
-            if e.index != i as u64 + 1 {
+            if e.index != first + i as u64 {
                 return Err(RaftError::Recovered(format!(
-                    "log is not contiguous from 1: position {i} holds index {}",
+                    "log is not contiguous from {first}: position {i} holds index {}",
                     e.index
                 )));
             }
         }
-        let last = entries.last().map_or(0, |e| e.index);
+        let last = entries.last().map_or(snapshot.index, |e| e.index);
         if applied > last {
             return Err(RaftError::Recovered(format!(
                 "state machine applied {applied} but the log ends at {last}"
             )));
         }
-        let last_term = entries.last().map_or(0, |e| e.term);
+        if applied < snapshot.index {
+            return Err(RaftError::Recovered(format!(
+                "state machine applied {applied}, behind the snapshot at {}: restore it first",
+                snapshot.index
+            )));
+        }
+        let last_term = entries.last().map_or(snapshot.term, |e| e.term);
         if last_term > hard_state.term {
             return Err(RaftError::Recovered(format!(
                 "log holds term {last_term} but the saved term is {}",
@@ -290,11 +351,13 @@ impl Raft {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: None,
-            log: RaftLog::recovered(entries, applied),
+            log: RaftLog::recovered(snapshot, entries, applied),
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             read_only: ReadOnly::default(),
             transfer_target: None,
+            append_pending: false,
+            snapshot_to_install: None,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: timeout,
@@ -327,10 +390,12 @@ impl Raft {
             last_term: self.log.last_term(),
             persisted: self.log.persisted,
             applied: self.log.applied,
+            snapshot: self.log.offset(),
         }
     }
 
-    /// The entry at `index`, if this node's log holds it (for tests and tools).
+    /// The entry at `index`, if this node's log holds it (for tests and
+    /// tools; entries up to [`Status::snapshot`] are compacted away).
     pub fn entry(&self, index: u64) -> Option<&Entry> {
         self.log.entry(index)
     }
@@ -355,7 +420,10 @@ impl Raft {
         if self.transfer_target.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
-        let index = self.append_own(EntryKind::Normal, data);
+        // Proposals that arrive together leave in one AppendEntries per
+        // follower: the broadcast waits for the next `ready()`.
+        let index = self.append_entry(EntryKind::Normal, data);
+        self.append_pending = true;
         Ok((index, self.term))
     }
 
@@ -386,6 +454,8 @@ impl Raft {
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
             || self.read_only.round_requested()
+            || self.append_pending
+            || self.snapshot_to_install.is_some()
     }
 
     /// Collects what must be done now. Call after any input; act on every
@@ -393,6 +463,9 @@ impl Raft {
     pub fn ready(&mut self) -> Ready {
         if self.role == Role::Leader && self.read_only.round_requested() {
             self.broadcast_heartbeat();
+        }
+        if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {
+            self.broadcast_append();
         }
         let mut ready = Ready::default();
         let hs = self.hard_state();
@@ -405,6 +478,7 @@ impl Raft {
             ready.soft_state = Some(ss);
             self.prev_soft_state = ss;
         }
+        ready.snapshot = self.snapshot_to_install.take();
         ready.entries = self.log.take_unstable();
         ready.messages = std::mem::take(&mut self.msgs);
         ready.persisted_messages = std::mem::take(&mut self.msgs_after_persist);
@@ -474,8 +548,16 @@ impl Raft {
         }
     }
 
-    /// Appends an entry of the leader's own and returns its index.
+    /// Appends an entry of the leader's own, sends it at once and returns
+    /// its index.
     fn append_own(&mut self, kind: EntryKind, data: Bytes) -> u64 {
+        let index = self.append_entry(kind, data);
+        self.broadcast_append();
+        index
+    }
+
+    /// Appends an entry of the leader's own without sending it yet.
+    fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> u64 {
         let index = self.log.last_index() + 1;
         self.log.push(Entry {
             term: self.term,
@@ -486,7 +568,6 @@ impl Raft {
         if self.cfg.voters.len() == 1 {
             self.maybe_commit();
         }
-        self.broadcast_append();
         index
     }
 }

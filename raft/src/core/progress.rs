@@ -12,6 +12,13 @@ pub(crate) enum ReplicationState {
     /// The follower's log matches up to `matched`: send optimistically,
     /// several batches in flight.
     Replicate,
+    /// The follower needs entries this log compacted away: a snapshot
+    /// covering up to `index` is on its way, and nothing else is sent until
+    /// it is answered (or times out).
+    Snapshot {
+        /// The snapshot's last index.
+        index: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -32,6 +39,13 @@ pub(crate) struct Progress {
     pub(crate) acked_round: u64,
     /// Ticks with batches in flight and no AppendEntries reply.
     stalled_ticks: u32,
+    /// A rejection already sent this follower from Replicate back to Probe
+    /// in the current heartbeat interval. In Replicate every rejection
+    /// means an earlier AppendEntries of the stream was reordered or lost,
+    /// and one restart resends everything after `matched`. Acting on each
+    /// rejection of an old window would restart the window again and
+    /// again, each time drawing more rejections: a message storm.
+    pub(crate) reset_by_reject: bool,
 }
 
 impl Progress {
@@ -46,6 +60,7 @@ impl Progress {
             recent_active: true,
             acked_round: 0,
             stalled_ticks: 0,
+            reset_by_reject: false,
         }
     }
 
@@ -56,6 +71,7 @@ impl Progress {
             ReplicationState::Replicate => {
                 self.inflight.len() < max_msgs && self.inflight_bytes < max_bytes
             }
+            ReplicationState::Snapshot { .. } => false,
         }
     }
 
@@ -68,6 +84,7 @@ impl Progress {
                 self.inflight.push_back((last, bytes));
                 self.inflight_bytes += bytes;
             }
+            ReplicationState::Snapshot { .. } => {}
         }
     }
 
@@ -87,10 +104,20 @@ impl Progress {
             self.inflight.pop_front();
             self.inflight_bytes -= bytes;
         }
-        if self.state == ReplicationState::Probe {
+        let snapshot_done =
+            matches!(self.state, ReplicationState::Snapshot { index } if self.matched >= index);
+        if self.state == ReplicationState::Probe || snapshot_done {
             self.become_replicate();
         }
         moved
+    }
+
+    /// A snapshot up to `index` is being sent: stop sending entries.
+    pub(crate) fn become_snapshot(&mut self, index: u64) {
+        self.stalled_ticks = 0;
+        self.state = ReplicationState::Snapshot { index };
+        self.probe_sent = false;
+        self.clear_inflight();
     }
 
     fn become_replicate(&mut self) {
@@ -100,9 +127,11 @@ impl Progress {
         self.clear_inflight();
     }
 
-    /// Counts a tick; returns how long batches have waited for a reply.
+    /// Counts a tick; returns how long batches (or a snapshot) have waited
+    /// for a reply.
     pub(crate) fn note_tick_stalled(&mut self) -> u32 {
-        if self.inflight.is_empty() {
+        let waiting = matches!(self.state, ReplicationState::Snapshot { .. });
+        if self.inflight.is_empty() && !waiting {
             self.stalled_ticks = 0;
         } else {
             self.stalled_ticks += 1;

@@ -1,16 +1,17 @@
 //! The in-memory view of the replicated log, with the indexes that say how
 //! far it is committed, durable and handed to the state machine.
 
-use crate::types::Entry;
+use crate::types::{Entry, SnapshotMeta};
 
 /// The log as the core sees it. Everything appended here is eventually
 /// handed to storage through [`super::Ready::entries`].
 #[derive(Debug, Default)]
 pub(crate) struct RaftLog {
-    /// Entries from index `offset + 1` on.
+    /// Entries from index `snapshot.index + 1` on.
     entries: Vec<Entry>,
-    /// Index just before `entries[0]` (0 until compaction exists).
-    offset: u64,
+    /// The snapshot the log continues: everything up to its index was
+    /// compacted away (index 0 for a log that was never compacted).
+    snapshot: SnapshotMeta,
     /// Highest index known committed.
     pub(crate) committed: u64,
     /// Highest index known durable on this node (the log up to it is on disk).
@@ -22,12 +23,13 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log recovered from disk: everything in it is durable.
-    pub(crate) fn recovered(entries: Vec<Entry>, applied: u64) -> Self {
-        let last = entries.last().map_or(0, |e| e.index);
+    /// A log recovered from disk: everything in it is durable. `entries`
+    /// follow `snapshot` (the caller checked that they are contiguous).
+    pub(crate) fn recovered(snapshot: SnapshotMeta, entries: Vec<Entry>, applied: u64) -> Self {
+        let last = entries.last().map_or(snapshot.index, |e| e.index);
         RaftLog {
             entries,
-            offset: 0,
+            snapshot,
             committed: applied,
             persisted: last,
             unstable_from: last + 1,
@@ -35,27 +37,39 @@ impl RaftLog {
         }
     }
 
+    /// Index of the last compacted entry (0 if none).
+    pub(crate) fn offset(&self) -> u64 {
+        self.snapshot.index
+    }
+
+    /// The snapshot the log continues.
+    pub(crate) fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
     pub(crate) fn last_index(&self) -> u64 {
-        self.offset + self.entries.len() as u64
+        self.offset() + self.entries.len() as u64
     }
 
     pub(crate) fn last_term(&self) -> u64 {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.snapshot.term, |e| e.term)
     }
 
-    /// Term of the entry at `index`; `Some(0)` for index 0, `None` when absent.
+    /// Term of the entry at `index`: the snapshot's term at its index
+    /// (`Some(0)` for index 0 of a log never compacted), `None` when the
+    /// entry is compacted away or beyond the end.
     pub(crate) fn term(&self, index: u64) -> Option<u64> {
-        if index == self.offset {
-            return Some(0);
+        if index == self.offset() {
+            return Some(self.snapshot.term);
         }
         self.entry(index).map(|e| e.term)
     }
 
     pub(crate) fn entry(&self, index: u64) -> Option<&Entry> {
-        if index <= self.offset {
+        if index <= self.offset() {
             return None;
         }
-        self.entries.get((index - self.offset - 1) as usize)
+        self.entries.get((index - self.offset() - 1) as usize)
     }
 
     /// Whether a log ending at (`last_index`, `last_term`) is at least as
@@ -77,28 +91,29 @@ impl RaftLog {
 
     /// Appends `entries` that follow `prev_index`, truncating only from the
     /// first entry that really conflicts; a matching suffix is kept.
-    /// Returns the index of the last entry of the request.
-    pub(crate) fn append_after(&mut self, prev_index: u64, entries: &[Entry]) -> u64 {
+    /// Returns the index of the last entry of the request, or, changing
+    /// nothing, `Err(index)` of an entry that conflicts at or below the
+    /// commit index: a committed entry never changes, so such a request
+    /// comes from a broken or malicious peer and is refused.
+    pub(crate) fn append_after(&mut self, prev_index: u64, entries: &[Entry]) -> Result<u64, u64> {
         let last_new = prev_index + entries.len() as u64;
         let first_conflict = entries
             .iter()
             .position(|e| self.term(e.index) != Some(e.term));
         if let Some(pos) = first_conflict {
             let from = entries[pos].index;
-            assert!(
-                from > self.committed,
-                "conflicting entry at {from} is at or below commit {} — the leader's log disagrees with a committed entry",
-                self.committed
-            );
+            if from <= self.committed {
+                return Err(from);
+            }
             self.truncate_from(from);
             self.entries.extend_from_slice(&entries[pos..]);
         }
-        last_new
+        Ok(last_new)
     }
 
     /// Drops every entry at or after `from`.
     fn truncate_from(&mut self, from: u64) {
-        let keep = from.saturating_sub(self.offset + 1) as usize;
+        let keep = from.saturating_sub(self.offset() + 1) as usize;
         self.entries.truncate(keep);
         self.persisted = self.persisted.min(from - 1);
         self.unstable_from = self.unstable_from.min(from);
@@ -155,23 +170,44 @@ impl RaftLog {
         self.committed.min(self.persisted) > self.applied
     }
 
-    /// First index of the run of entries with `term` that contains `index`.
-    pub(crate) fn first_index_of_term(&self, index: u64, term: u64) -> u64 {
-        let mut i = index;
-        while i > self.offset + 1 && self.term(i - 1) == Some(term) {
-            i -= 1;
-        }
-        i
+    /// The last index at or below `index` whose entry's term is at most
+    /// `term` (the log's start if none). Terms never decrease along a log,
+    /// so every entry after it, up to `index`, has a higher term.
+    pub(crate) fn last_index_with_term_at_most(&self, index: u64, term: u64) -> u64 {
+        let upto = index.min(self.last_index()).saturating_sub(self.offset()) as usize;
+        self.offset() + self.entries[..upto].partition_point(|e| e.term <= term) as u64
     }
 
-    /// Last index whose entry has `term`, if the log has any.
-    pub(crate) fn last_index_of_term(&self, term: u64) -> Option<u64> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|e| e.term <= term)
-            .filter(|e| e.term == term)
-            .map(|e| e.index)
+    /// Forgets the entries up to `index`, which a durable snapshot of the
+    /// state machine now covers, and returns that snapshot's metadata.
+    /// `index` must be applied, hence durable, and above the offset.
+    pub(crate) fn compact(&mut self, index: u64, voters: Vec<u64>) -> SnapshotMeta {
+        debug_assert!(self.offset() < index && index <= self.applied);
+        let term = self
+            .term(index)
+            .expect("an applied index above the offset is in the log");
+        self.entries.drain(..(index - self.offset()) as usize);
+        self.snapshot = SnapshotMeta {
+            index,
+            term,
+            voters,
+        };
+        self.snapshot.clone()
+    }
+
+    /// Replaces the whole log with `snapshot`, which is newer than anything
+    /// committed here: the state machine is restored from it, so it counts
+    /// as committed, applied and (once the Ready that carries it is
+    /// written) durable.
+    pub(crate) fn restore(&mut self, snapshot: SnapshotMeta) {
+        debug_assert!(snapshot.index > self.committed);
+        let index = snapshot.index;
+        self.entries.clear();
+        self.snapshot = snapshot;
+        self.committed = index;
+        self.applied = index;
+        self.persisted = index;
+        self.unstable_from = index + 1;
     }
 }
 
@@ -192,18 +228,20 @@ mod tests {
 
     #[test]
     fn matching_suffix_is_not_truncated() {
-        let mut log = RaftLog::recovered(vec![e(1, 1), e(2, 1), e(3, 2)], 0);
+        let mut log =
+            RaftLog::recovered(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 2)], 0);
         // A delayed, shorter AppendEntries must not cut entry 3.
         let last = log.append_after(0, &[e(1, 1), e(2, 1)]);
-        assert_eq!(last, 2);
+        assert_eq!(last, Ok(2));
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.persisted, 3);
     }
 
     #[test]
     fn conflict_truncates_from_first_conflict_only() {
-        let mut log = RaftLog::recovered(vec![e(1, 1), e(2, 1), e(3, 1)], 0);
-        log.append_after(1, &[e(2, 1), e(3, 2), e(4, 2)]);
+        let mut log =
+            RaftLog::recovered(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 1)], 0);
+        assert_eq!(log.append_after(1, &[e(2, 1), e(3, 2), e(4, 2)]), Ok(4));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.last_index(), 4);
         assert_eq!(log.persisted, 2);
@@ -212,8 +250,71 @@ mod tests {
     }
 
     #[test]
+    fn conflict_with_a_committed_entry_is_refused_and_changes_nothing() {
+        let mut log =
+            RaftLog::recovered(SnapshotMeta::default(), vec![e(1, 1), e(2, 1), e(3, 1)], 0);
+        log.committed = 2;
+        assert_eq!(log.append_after(1, &[e(2, 2), e(3, 2)]), Err(2));
+        assert_eq!(log.term(2), Some(1));
+        assert_eq!(log.last_index(), 3);
+    }
+
+    #[test]
+    fn last_index_with_term_at_most_skips_higher_terms() {
+        let log = RaftLog::recovered(
+            SnapshotMeta::default(),
+            vec![e(1, 1), e(2, 1), e(3, 3), e(4, 5), e(5, 5), e(6, 6)],
+            0,
+        );
+        assert_eq!(log.last_index_with_term_at_most(6, 5), 5);
+        assert_eq!(log.last_index_with_term_at_most(6, 4), 3);
+        assert_eq!(log.last_index_with_term_at_most(4, 2), 2);
+        assert_eq!(log.last_index_with_term_at_most(2, 9), 2);
+        assert_eq!(log.last_index_with_term_at_most(99, 9), 6);
+        assert_eq!(log.last_index_with_term_at_most(6, 0), 0);
+    }
+
+    #[test]
+    fn a_compacted_log_answers_the_snapshot_term_at_its_offset() {
+        let mut log = RaftLog::recovered(
+            SnapshotMeta::default(),
+            vec![e(1, 1), e(2, 1), e(3, 2), e(4, 2)],
+            3,
+        );
+        let meta = log.compact(3, vec![1, 2, 3]);
+        assert_eq!((meta.index, meta.term), (3, 2));
+        assert_eq!(log.term(3), Some(2));
+        assert_eq!(log.term(2), None, "compacted");
+        assert_eq!(log.term(0), None, "compacted");
+        assert_eq!(log.entry(4).map(|x| x.term), Some(2));
+        assert_eq!(log.last_index(), 4);
+        // A conflicting probe below the offset is answered from the offset.
+        assert_eq!(log.last_index_with_term_at_most(2, 1), 3);
+        let mut empty = RaftLog::recovered(meta, Vec::new(), 3);
+        assert_eq!((empty.last_index(), empty.last_term()), (3, 2));
+        assert_eq!(empty.append_after(3, &[e(4, 3)]), Ok(4));
+        assert_eq!(empty.take_unstable().len(), 1);
+    }
+
+    #[test]
+    fn restore_replaces_the_log_and_never_hands_out_what_it_covers() {
+        let mut log = RaftLog::recovered(SnapshotMeta::default(), vec![e(1, 1), e(2, 1)], 1);
+        log.committed = 1;
+        log.restore(SnapshotMeta {
+            index: 10,
+            term: 3,
+            voters: vec![1],
+        });
+        assert_eq!((log.last_index(), log.last_term()), (10, 3));
+        assert_eq!((log.committed, log.applied, log.persisted), (10, 10, 10));
+        assert!(log.take_unstable().is_empty());
+        assert!(log.take_committed().is_empty());
+        assert_eq!(log.entry(2), None);
+    }
+
+    #[test]
     fn committed_entries_wait_for_durability() {
-        let mut log = RaftLog::recovered(vec![e(1, 1)], 0);
+        let mut log = RaftLog::recovered(SnapshotMeta::default(), vec![e(1, 1)], 0);
         log.push(e(2, 1));
         log.committed = 2;
         assert_eq!(log.take_committed().len(), 1);

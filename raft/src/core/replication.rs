@@ -25,16 +25,25 @@ impl Raft {
                 self.transfer_target = None;
             }
         }
-        let stall_limit = self.cfg.election_tick;
+        let (stall_limit, snapshot_limit) =
+            (self.cfg.election_tick, self.cfg.snapshot_timeout_tick);
         for pr in self.progress.values_mut() {
-            if pr.note_tick_stalled() >= stall_limit {
-                // Batches in flight were lost: find the match point again.
+            let limit = match pr.state {
+                ReplicationState::Snapshot { .. } => snapshot_limit,
+                _ => stall_limit,
+            };
+            if pr.note_tick_stalled() >= limit {
+                // Batches or a snapshot in flight were lost: find the match
+                // point again.
                 let next = pr.matched + 1;
                 pr.become_probe(next);
             }
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
             self.heartbeat_elapsed = 0;
+            for pr in self.progress.values_mut() {
+                pr.reset_by_reject = false;
+            }
             self.broadcast_heartbeat();
         }
     }
@@ -80,7 +89,7 @@ impl Raft {
 
     /// Sends AppendEntries to `to` while its window allows and there is
     /// something to send. A probe is sent even when there is nothing new.
-    fn send_append(&mut self, to: NodeId) {
+    pub(super) fn send_append(&mut self, to: NodeId) {
         let last = self.log.last_index();
         loop {
             let Some(pr) = self.progress.get(&to) else {
@@ -95,13 +104,8 @@ impl Raft {
             }
             let prev = pr.next - 1;
             let Some(prev_term) = self.log.term(prev) else {
-                // Needs a snapshot (log compaction); not possible yet.
-                tracing::error!(
-                    node = self.cfg.id,
-                    to,
-                    prev,
-                    "follower needs entries this log no longer has"
-                );
+                // Compacted away: only the snapshot can bring it up to date.
+                self.send_snapshot(to);
                 return;
             };
             let entries = self.log.slice(pr.next, last, self.cfg.max_batch_bytes);
@@ -151,17 +155,23 @@ impl Raft {
                 conflict_term,
                 conflict_index,
             } => {
+                let replicating = pr.state == ReplicationState::Replicate;
                 let stale = match pr.state {
-                    ReplicationState::Replicate => index <= pr.matched,
+                    // Below `matched`: older than what we know. Otherwise an
+                    // earlier AppendEntries was reordered or lost; one
+                    // restart per heartbeat interval resends them all.
+                    ReplicationState::Replicate => index <= pr.matched || pr.reset_by_reject,
                     ReplicationState::Probe => index + 1 != pr.next,
+                    // Sent before the snapshot, which supersedes it.
+                    ReplicationState::Snapshot { .. } => true,
                 };
                 if stale {
-                    // A reply to an AppendEntries older than what we know.
                     return;
                 }
                 let next = self.next_after_reject(index, conflict_term, conflict_index);
                 if let Some(pr) = self.progress.get_mut(&from) {
                     pr.become_probe(next);
+                    pr.reset_by_reject |= replicating;
                 }
                 self.send_append(from);
             }
@@ -174,21 +184,27 @@ impl Raft {
                 }
                 self.advance_reads();
             }
+            MessageBody::InstallSnapshotResponse { index } => {
+                self.handle_snapshot_response(from, index)
+            }
             _ => {}
         }
     }
 
-    /// Fast back-off: skip the whole conflicting term in one step.
+    /// Fast back-off (etcd's findConflictByTerm, leader side): the
+    /// follower's log cannot match after `conflict_index`, whose entry has
+    /// `conflict_term` there; ours cannot match it past our last entry with
+    /// a term at most that. Probe there, always below the index tried.
+    /// A follower whose log may match only below our snapshot gets `next`
+    /// at or below the snapshot, which sends the snapshot.
     fn next_after_reject(&self, tried: u64, conflict_term: u64, conflict_index: u64) -> u64 {
-        let hint = if conflict_term == 0 {
-            conflict_index
-        } else {
-            match self.log.last_index_of_term(conflict_term) {
-                Some(i) => i + 1,
-                None => conflict_index,
-            }
-        };
-        hint.clamp(1, tried.max(1))
+        if conflict_index < self.log.offset() {
+            return (conflict_index + 1).clamp(1, tried.max(1));
+        }
+        let matchable = self
+            .log
+            .last_index_with_term_at_most(conflict_index, conflict_term);
+        (matchable + 1).clamp(1, tried.max(1))
     }
 
     /// The commit rule: the highest index stored durably by a quorum, but
@@ -234,7 +250,9 @@ impl Raft {
             // Everything up to our commit already matches the leader.
             let skip = (self.log.committed - prev_log_index) as usize;
             let rest = entries.get(skip..).unwrap_or(&[]);
-            let last = self.accept_entries(self.log.committed, rest, leader_commit);
+            let Some(last) = self.accept_entries(self.log.committed, rest, leader_commit) else {
+                return;
+            };
             MessageBody::AppendEntriesResponse {
                 success: true,
                 index: last.max(self.log.committed),
@@ -242,7 +260,9 @@ impl Raft {
                 conflict_index: 0,
             }
         } else if self.log.term(prev_log_index) == Some(prev_log_term) {
-            let last = self.accept_entries(prev_log_index, entries, leader_commit);
+            let Some(last) = self.accept_entries(prev_log_index, entries, leader_commit) else {
+                return;
+            };
             MessageBody::AppendEntriesResponse {
                 success: true,
                 index: last,
@@ -250,18 +270,21 @@ impl Raft {
                 conflict_index: 0,
             }
         } else {
-            let (conflict_term, conflict_index) = match self.log.term(prev_log_index) {
-                None => (0, self.log.last_index() + 1),
-                Some(t) => {
-                    let first = self.log.first_index_of_term(prev_log_index, t);
-                    (t, first.max(self.log.committed + 1))
-                }
-            };
+            // The leader holds no term above prev_log_term up to
+            // prev_log_index, so none of our entries with a higher term
+            // there can match: point it at the last one that might (etcd's
+            // findConflictByTerm), never below our commit index, which
+            // matches. A log with a long divergent tail of many short terms
+            // is then skipped in a round trip or two, not one term per trip.
+            let hint = self
+                .log
+                .last_index_with_term_at_most(prev_log_index, prev_log_term)
+                .max(self.log.committed);
             MessageBody::AppendEntriesResponse {
                 success: false,
                 index: prev_log_index,
-                conflict_term,
-                conflict_index,
+                conflict_term: self.log.term(hint).unwrap_or(0),
+                conflict_index: hint,
             }
         };
         // The acknowledgement says "durable": it waits for the disk.
@@ -270,13 +293,27 @@ impl Raft {
 
     /// Appends after `prev` and moves the commit index, never past the last
     /// entry this request proved to match. Returns that entry's index.
-    fn accept_entries(&mut self, prev: u64, entries: &[Entry], leader_commit: u64) -> u64 {
-        let last_new = self.log.append_after(prev, entries);
+    /// `None`, with nothing changed, when the request contradicts a
+    /// committed entry.
+    fn accept_entries(&mut self, prev: u64, entries: &[Entry], leader_commit: u64) -> Option<u64> {
+        let last_new = match self.log.append_after(prev, entries) {
+            Ok(last) => last,
+            Err(index) => {
+                tracing::error!(
+                    node = self.cfg.id,
+                    index,
+                    commit = self.log.committed,
+                    "refusing AppendEntries that conflicts with a committed entry: \
+                     the sender's log disagrees with what this node knows is committed"
+                );
+                return None;
+            }
+        };
         let commit = leader_commit.min(last_new);
         if commit > self.log.committed {
             self.log.committed = commit;
         }
-        last_new
+        Some(last_new)
     }
 
     pub(super) fn handle_heartbeat(&mut self, m: &Message, commit: u64, read_round: u64) {

@@ -26,7 +26,9 @@ impl Raft {
                     pre_vote: true,
                     granted: true,
                 } => {}
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. } => {
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
                     self.become_follower(m.term, Some(m.from));
                 }
                 _ => self.become_follower(m.term, None),
@@ -48,8 +50,11 @@ impl Raft {
             }
             MessageBody::AppendEntries { .. }
             | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
             | MessageBody::TimeoutNow => self.step_from_leader(m),
-            MessageBody::AppendEntriesResponse { .. } | MessageBody::HeartbeatResponse { .. } => {
+            MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::InstallSnapshotResponse { .. } => {
                 if self.role == Role::Leader {
                     self.step_leader_response(m)
                 }
@@ -71,6 +76,9 @@ impl Raft {
                 }
             }
             MessageBody::Heartbeat { .. } => MessageBody::HeartbeatResponse { read_round: 0 },
+            MessageBody::InstallSnapshot { .. } => {
+                MessageBody::InstallSnapshotResponse { index: 0 }
+            }
             MessageBody::RequestVote { pre_vote: true, .. } => MessageBody::RequestVoteResponse {
                 granted: false,
                 pre_vote: true,
@@ -112,6 +120,9 @@ impl Raft {
             ),
             MessageBody::Heartbeat { commit, read_round } => {
                 self.handle_heartbeat(&m, commit, read_round)
+            }
+            MessageBody::InstallSnapshot { ref snapshot } => {
+                self.handle_install_snapshot(&m, snapshot)
             }
             MessageBody::TimeoutNow => {
                 tracing::info!(

@@ -4,14 +4,22 @@
 //!
 //! Waiters arrive on the same ordered channel as the entries, always before
 //! the entry they wait for, so no outcome can be missed.
+//!
+//! Snapshots are prepared here, between two applies, and written by a
+//! thread of their own while applies go on; a snapshot received from the
+//! leader is restored here, in log order with the entries.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::snapshot_dir::SnapshotDir;
 use super::{DriverError, ProposeError, StateMachine};
-use crate::types::{Entry, NodeId};
+use crate::core::Message;
+use crate::types::{Entry, NodeId, SnapshotMeta};
 
 /// Where the outcome of one proposal goes.
 pub(crate) type Reply<O> = oneshot::Sender<Result<O, ProposeError>>;
@@ -31,6 +39,38 @@ pub(crate) enum ApplyCmd<O> {
     /// commit ([`ProposeError::OutcomeUnknown`]). Those at or below it are
     /// committed entries of our term and will be applied.
     FailPending { commit: u64 },
+    /// Take a snapshot of the state machine.
+    TakeSnapshot,
+    /// Replace the state machine with the installed snapshot `meta` from
+    /// `path`; then `messages` (the acknowledgement) may go.
+    Restore {
+        meta: SnapshotMeta,
+        path: PathBuf,
+        messages: Vec<Message>,
+    },
+}
+
+/// What the apply thread and the snapshot writer report to the event loop.
+#[derive(Debug)]
+pub(crate) enum SnapshotEvent {
+    /// A snapshot holding the state up to `index` is written (not yet
+    /// durable) at `tmp`.
+    Taken { index: u64, tmp: PathBuf },
+    /// Taking a snapshot failed; `unsupported`: the state machine never
+    /// takes any.
+    Failed { why: String, unsupported: bool },
+    /// The state machine was restored from an installed snapshot (or
+    /// failed to be, which is fatal); the acknowledgement may go.
+    Restored {
+        result: Result<(), String>,
+        messages: Vec<Message>,
+    },
+}
+
+/// Where the apply thread reports snapshot work.
+pub(crate) struct SnapshotSide {
+    pub(crate) dir: SnapshotDir,
+    pub(crate) events: mpsc::Sender<SnapshotEvent>,
 }
 
 struct Waiter<O> {
@@ -44,10 +84,11 @@ pub(crate) fn spawn<S: StateMachine>(
     sm: S,
     cmds: mpsc::Receiver<ApplyCmd<S::Output>>,
     applied: watch::Sender<u64>,
+    side: SnapshotSide,
 ) -> Result<JoinHandle<()>, DriverError> {
     std::thread::Builder::new()
         .name(format!("raft-apply-{node}"))
-        .spawn(move || run(node, sm, cmds, applied))
+        .spawn(move || run(node, sm, cmds, applied, side))
         .map_err(|source| DriverError::Thread {
             name: "apply",
             source,
@@ -59,6 +100,7 @@ fn run<S: StateMachine>(
     mut sm: S,
     mut cmds: mpsc::Receiver<ApplyCmd<S::Output>>,
     applied_tx: watch::Sender<u64>,
+    side: SnapshotSide,
 ) {
     let mut applier = Applier {
         node,
@@ -78,6 +120,22 @@ fn run<S: StateMachine>(
                     applier.apply(&mut sm, &mut pending, &applied_tx);
                     applier.fail_above(commit);
                 }
+                ApplyCmd::TakeSnapshot => {
+                    applier.apply(&mut sm, &mut pending, &applied_tx);
+                    take_snapshot(node, &mut sm, &side);
+                }
+                ApplyCmd::Restore {
+                    meta,
+                    path,
+                    messages,
+                } => {
+                    applier.apply(&mut sm, &mut pending, &applied_tx);
+                    let result = applier.restore(&mut sm, &meta, &path, &applied_tx);
+                    let event = SnapshotEvent::Restored { result, messages };
+                    if side.events.blocking_send(event).is_err() {
+                        break;
+                    }
+                }
             }
         }
         applier.apply(&mut sm, &mut pending, &applied_tx);
@@ -89,6 +147,54 @@ fn run<S: StateMachine>(
     tracing::debug!(node, applied = applier.applied, "apply thread stopped");
 }
 
+/// Prepares a snapshot and starts the thread that writes it.
+fn take_snapshot<S: StateMachine>(node: NodeId, sm: &mut S, side: &SnapshotSide) {
+    let writer = match sm.snapshot() {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = side.events.blocking_send(SnapshotEvent::Failed {
+                why: e.to_string(),
+                unsupported: true,
+            });
+            return;
+        }
+    };
+    let tmp = side.dir.temp_path();
+    let events = side.events.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("raft-snapshot-{node}"))
+        .spawn(move || {
+            let began = Instant::now();
+            let event = match writer(&tmp) {
+                Ok(index) => {
+                    let bytes = std::fs::metadata(&tmp).map_or(0, |m| m.len());
+                    tracing::info!(
+                        node,
+                        index,
+                        bytes,
+                        elapsed_ms = began.elapsed().as_millis() as u64,
+                        "snapshot written"
+                    );
+                    SnapshotEvent::Taken { index, tmp }
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    SnapshotEvent::Failed {
+                        why: e.to_string(),
+                        unsupported: false,
+                    }
+                }
+            };
+            let _ = events.blocking_send(event);
+        });
+    if let Err(e) = spawned {
+        let _ = side.events.blocking_send(SnapshotEvent::Failed {
+            why: format!("cannot start the snapshot thread: {e}"),
+            unsupported: false,
+        });
+    }
+}
+
 struct Applier<O> {
     node: NodeId,
     applied: u64,
@@ -96,6 +202,41 @@ struct Applier<O> {
 }
 
 impl<O> Applier<O> {
+    /// Restores the installed snapshot `meta`. Waiters it jumps over cannot
+    /// learn their outcome here (none should exist: a node that installs a
+    /// snapshot is a follower whose leadership waiters were failed).
+    fn restore<S: StateMachine<Output = O>>(
+        &mut self,
+        sm: &mut S,
+        meta: &SnapshotMeta,
+        path: &std::path::Path,
+        applied_tx: &watch::Sender<u64>,
+    ) -> Result<(), String> {
+        let began = Instant::now();
+        sm.restore(path, meta.index).map_err(|e| {
+            format!(
+                "restoring snapshot {}/{} from {}: {e}",
+                meta.index,
+                meta.term,
+                path.display()
+            )
+        })?;
+        tracing::info!(
+            node = self.node,
+            index = meta.index,
+            term = meta.term,
+            elapsed_ms = began.elapsed().as_millis() as u64,
+            "state machine restored from snapshot"
+        );
+        self.applied = meta.index;
+        applied_tx.send_replace(self.applied);
+        let jumped = self.waiters.split_off(&(meta.index + 1));
+        for (_, w) in std::mem::replace(&mut self.waiters, jumped) {
+            let _ = w.reply.send(Err(ProposeError::OutcomeUnknown));
+        }
+        Ok(())
+    }
+
     fn register(&mut self, index: u64, term: u64, reply: Reply<O>) {
         if index <= self.applied {
             // Cannot happen: a new proposal's index is above the commit index.

@@ -18,6 +18,13 @@
 //!
 //! Draining every queued proposal before calling `ready()` is group commit:
 //! many proposals become one Ready, one append and one fsync.
+//!
+//! Snapshots: once enough entries (or bytes) were applied since the last
+//! one, the apply thread is asked for a snapshot; when it is written the
+//! core compacts and the persist thread publishes it and compacts the log
+//! store. A snapshot installed from the leader goes to the persist thread
+//! and then to the apply thread for the restore; only then is it
+//! acknowledged.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,9 +35,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::apply::ApplyCmd;
-use super::persist::{PersistDone, PersistHandle, PersistJob, PersistOutcome, MAX_INFLIGHT_JOBS};
-use super::{Fatal, ProposeError};
+use super::apply::{ApplyCmd, SnapshotEvent};
+use super::persist::{
+    PersistDone, PersistHandle, PersistJob, PersistOutcome, SnapshotOp, MAX_INFLIGHT_JOBS,
+};
+use super::snapshot_dir::SnapshotDir;
+use super::{Fatal, ProposeError, SnapshotPolicy};
 use crate::core::{self, Message, Raft, Ready, Role, Status};
 use crate::transport::peer::PeerHandle;
 use crate::transport::Inbound;
@@ -56,6 +66,15 @@ pub(crate) struct ReadRequest {
     pub(crate) reply: oneshot::Sender<Result<u64, ProposeError>>,
 }
 
+/// An operator's request to the node.
+pub(crate) enum Command {
+    /// Hand leadership to `to`.
+    TransferLeader {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+}
+
 /// Everything the event loop is built from.
 pub(crate) struct Parts<O> {
     pub(crate) core: Raft,
@@ -72,6 +91,23 @@ pub(crate) struct Parts<O> {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) stopped: Arc<watch::Sender<bool>>,
     pub(crate) fatal: Fatal,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) snapshot_events: mpsc::Receiver<SnapshotEvent>,
+    pub(crate) snapshot_failures: mpsc::Receiver<NodeId>,
+    pub(crate) snapshot_dir: SnapshotDir,
+    pub(crate) policy: SnapshotPolicy,
+}
+
+/// Where the node stands with snapshots.
+struct SnapshotState {
+    policy: SnapshotPolicy,
+    /// Entries and bytes applied since the last snapshot.
+    entries: u64,
+    bytes: u64,
+    /// A snapshot is being taken.
+    running: bool,
+    /// False once the state machine said it takes none.
+    supported: bool,
 }
 
 /// Why the loop ended.
@@ -110,6 +146,11 @@ pub(crate) struct EventLoop<O> {
     shutdown: watch::Receiver<bool>,
     stopped: Arc<watch::Sender<bool>>,
     fatal: Fatal,
+    commands: mpsc::Receiver<Command>,
+    snapshot_events: mpsc::Receiver<SnapshotEvent>,
+    snapshot_failures: mpsc::Receiver<NodeId>,
+    snapshot_dir: SnapshotDir,
+    snapshots: SnapshotState,
 }
 
 impl<O: Send + 'static> EventLoop<O> {
@@ -138,6 +179,17 @@ impl<O: Send + 'static> EventLoop<O> {
             shutdown: p.shutdown,
             stopped: p.stopped,
             fatal: p.fatal,
+            commands: p.commands,
+            snapshot_events: p.snapshot_events,
+            snapshot_failures: p.snapshot_failures,
+            snapshot_dir: p.snapshot_dir,
+            snapshots: SnapshotState {
+                policy: p.policy,
+                entries: 0,
+                bytes: 0,
+                running: false,
+                supported: true,
+            },
         }
     }
 
@@ -156,7 +208,17 @@ impl<O: Send + 'static> EventLoop<O> {
                     }
                     Ok(())
                 }
-                done = self.persist_done.recv() => self.on_persist_done(done),
+                done = self.persist_done.recv() => self.on_persist_done(done).await,
+                // May queue a compaction job: also held back at the cap.
+                Some(event) = self.snapshot_events.recv(), if open => self.on_snapshot_event(event).await,
+                Some(peer) = self.snapshot_failures.recv() => {
+                    self.core.report_snapshot_failure(peer);
+                    Ok(())
+                }
+                Some(cmd) = self.commands.recv() => {
+                    self.command(cmd);
+                    Ok(())
+                }
                 _ = ticker.tick(), if open => {
                     self.core.tick();
                     Ok(())
@@ -182,7 +244,7 @@ impl<O: Send + 'static> EventLoop<O> {
         self.finish(stop).await;
     }
 
-    fn on_persist_done(&mut self, done: Option<PersistOutcome>) -> Result<(), String> {
+    async fn on_persist_done(&mut self, done: Option<PersistOutcome>) -> Result<(), String> {
         let done: PersistDone = match done {
             Some(Ok(done)) => done,
             Some(Err(why)) => return Err(why),
@@ -194,6 +256,87 @@ impl<O: Send + 'static> EventLoop<O> {
         }
         for m in done.messages {
             self.route(m);
+        }
+        if let Some((meta, messages)) = done.installed {
+            let path = self.snapshot_dir.path_for(&meta);
+            self.send_apply(ApplyCmd::Restore {
+                meta,
+                path,
+                messages,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_snapshot_event(&mut self, event: SnapshotEvent) -> Result<(), String> {
+        match event {
+            SnapshotEvent::Taken { index, tmp } => {
+                self.snapshots.running = false;
+                match self.core.compact(index) {
+                    Ok(meta) => {
+                        let job = PersistJob {
+                            hard_state: None,
+                            snapshot: Some(SnapshotOp::Compact { meta, tmp }),
+                            entries: Vec::new(),
+                            messages: Vec::new(),
+                        };
+                        self.queue_persist(job)?;
+                        // Entries applied while it was being written may
+                        // already call for the next one.
+                        return self.note_applied(0, 0).await;
+                    }
+                    Err(e) => {
+                        // A newer snapshot was installed meanwhile.
+                        tracing::info!(node = self.id, index, error = %e, "snapshot not used");
+                        tokio::task::spawn_blocking(move || std::fs::remove_file(tmp));
+                    }
+                }
+            }
+            SnapshotEvent::Failed { why, unsupported } => {
+                self.snapshots.running = false;
+                if unsupported {
+                    tracing::info!(node = self.id, reason = %why, "snapshots disabled");
+                    self.snapshots.supported = false;
+                } else {
+                    // Try again after another threshold's worth of entries.
+                    tracing::warn!(node = self.id, error = %why, "snapshot failed");
+                    self.snapshots.entries = 0;
+                    self.snapshots.bytes = 0;
+                }
+            }
+            SnapshotEvent::Restored { result, messages } => {
+                result?;
+                self.snapshots.entries = 0;
+                self.snapshots.bytes = 0;
+                for m in messages {
+                    self.route(m);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::TransferLeader { to, reply } => {
+                let result = self.core.transfer_leader(to).map_err(refusal);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Counts applied entries; asks for a snapshot past a threshold.
+    async fn note_applied(&mut self, count: u64, bytes: u64) -> Result<(), String> {
+        let st = &mut self.snapshots;
+        st.entries += count;
+        st.bytes += bytes;
+        let due = st.entries >= st.policy.entries || st.bytes >= st.policy.bytes;
+        if due && st.supported && !st.running {
+            st.running = true;
+            st.entries = 0;
+            st.bytes = 0;
+            self.send_apply(ApplyCmd::TakeSnapshot).await?;
         }
         Ok(())
     }
@@ -312,6 +455,7 @@ impl<O: Send + 'static> EventLoop<O> {
         let Ready {
             soft_state,
             hard_state,
+            snapshot: install,
             entries,
             messages,
             persisted_messages,
@@ -335,12 +479,13 @@ impl<O: Send + 'static> EventLoop<O> {
             self.route(m);
         }
 
-        if hard_state.is_some() || !entries.is_empty() {
-            self.send_persist_job(hard_state, entries, persisted_messages)?;
+        let snapshot = install.map(SnapshotOp::Install);
+        if hard_state.is_some() || snapshot.is_some() || !entries.is_empty() {
+            self.send_persist_job(hard_state, snapshot, entries, persisted_messages)?;
         } else if !persisted_messages.is_empty() {
             if self.persist_inflight > 0 {
                 // They depend on earlier Readys still being written.
-                self.send_persist_job(None, Vec::new(), persisted_messages)?;
+                self.send_persist_job(None, None, Vec::new(), persisted_messages)?;
             } else {
                 for m in persisted_messages {
                     self.route(m);
@@ -349,7 +494,10 @@ impl<O: Send + 'static> EventLoop<O> {
         }
 
         if !committed_entries.is_empty() {
+            let count = committed_entries.len() as u64;
+            let bytes = committed_entries.iter().map(|e| e.size() as u64).sum();
             self.send_apply(ApplyCmd::Apply(committed_entries)).await?;
+            self.note_applied(count, bytes).await?;
         }
         if lost_leadership {
             let commit = self.core.status().commit;
@@ -375,6 +523,7 @@ impl<O: Send + 'static> EventLoop<O> {
     fn send_persist_job(
         &mut self,
         hard_state: Option<crate::types::HardState>,
+        snapshot: Option<SnapshotOp>,
         entries: Vec<crate::types::Entry>,
         messages: Vec<Message>,
     ) -> Result<(), String> {
@@ -383,11 +532,15 @@ impl<O: Send + 'static> EventLoop<O> {
                 self.deferred.insert(m.rpc_id);
             }
         }
-        let job = PersistJob {
+        self.queue_persist(PersistJob {
             hard_state,
+            snapshot,
             entries,
             messages,
-        };
+        })
+    }
+
+    fn queue_persist(&mut self, job: PersistJob) -> Result<(), String> {
         // Never full: at most MAX_INFLIGHT_JOBS are in flight.
         match self.persist.jobs.try_send(job) {
             Ok(()) => {
@@ -464,8 +617,12 @@ impl<O: Send + 'static> EventLoop<O> {
             stopped,
             fatal,
             persist_done,
+            snapshot_events,
             ..
         } = self;
+        // The apply thread may be reporting a snapshot event: it must not
+        // wait on a receiver that nobody reads while it is being joined.
+        drop(snapshot_events);
         if let Stop::Fatal(why) = &stop {
             tracing::error!(node = id, error = %why, "raft node stopped");
             if let Ok(mut f) = fatal.lock() {
@@ -515,6 +672,7 @@ fn refusal(e: core::ProposeError) -> ProposeError {
 fn ready_is_empty(rd: &Ready) -> bool {
     rd.soft_state.is_none()
         && rd.hard_state.is_none()
+        && rd.snapshot.is_none()
         && rd.entries.is_empty()
         && rd.messages.is_empty()
         && rd.persisted_messages.is_empty()

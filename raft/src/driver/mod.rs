@@ -11,9 +11,10 @@
 mod apply;
 mod event_loop;
 mod persist;
+pub(crate) mod snapshot_dir;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +29,9 @@ use crate::types::{Entry, NodeId};
 
 pub use crate::transport::RaftService;
 
-use self::apply::ApplyCmd;
-use self::event_loop::{EventLoop, Proposal, ReadRequest};
+use self::apply::{ApplyCmd, SnapshotSide};
+use self::event_loop::{Command, EventLoop, Proposal, ReadRequest};
+use self::snapshot_dir::SnapshotDir;
 
 /// Proposals queued for the event loop; callers wait when it is full.
 const PROPOSAL_QUEUE: usize = 4096;
@@ -39,6 +41,14 @@ const READ_QUEUE: usize = 4096;
 const INBOUND_QUEUE: usize = 4096;
 /// Commands queued for the apply thread.
 const APPLY_QUEUE: usize = 4096;
+/// Operator commands queued for the event loop.
+const COMMAND_QUEUE: usize = 16;
+/// Snapshot events (taken, restored) queued for the event loop; at most a
+/// few exist at a time.
+const SNAPSHOT_EVENT_QUEUE: usize = 16;
+/// Failed snapshot transfers queued for the event loop (one per peer at a
+/// time, dropped when full: the core also times out).
+const SNAPSHOT_FAILURE_QUEUE: usize = 64;
 
 /// The replicated state machine, fed committed entries in log order.
 ///
@@ -56,6 +66,53 @@ pub trait StateMachine: Send + 'static {
     /// The last index whose effects the state machine holds (0 if none).
     /// Read once at start: entries after it are applied again from the log.
     fn applied_index(&self) -> u64;
+
+    /// Prepares a snapshot, on the apply thread between two applies, and
+    /// returns the job that writes it. The driver runs the job on a thread
+    /// of its own while applies go on, so it must not share the state
+    /// machine's writer: it writes a consistent copy of the state to the
+    /// file it is given and returns the applied index that copy holds.
+    ///
+    /// The default refuses; the driver then never compacts the log.
+    fn snapshot(&mut self) -> Result<SnapshotWriter, SnapshotError> {
+        Err("this state machine does not take snapshots".into())
+    }
+
+    /// Replaces the whole state with the snapshot in `path`, which holds
+    /// the state as of `index`. Called on the apply thread, so no apply
+    /// runs meanwhile; afterwards [`StateMachine::applied_index`] is
+    /// `index` and the next entry applied is `index + 1`.
+    fn restore(&mut self, path: &Path, index: u64) -> Result<(), SnapshotError> {
+        let _ = (path, index);
+        Err("this state machine cannot restore snapshots".into())
+    }
+}
+
+/// Why a snapshot could not be taken or restored.
+pub type SnapshotError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Writes a snapshot to the given file and returns the applied index it
+/// holds (see [`StateMachine::snapshot`]).
+pub type SnapshotWriter = Box<dyn FnOnce(&Path) -> Result<u64, SnapshotError> + Send + 'static>;
+
+/// When to snapshot the state machine and compact the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Entries applied since the last snapshot that trigger the next one.
+    pub entries: u64,
+    /// Bytes of entries applied since the last snapshot that trigger the
+    /// next one.
+    pub bytes: u64,
+}
+
+impl Default for SnapshotPolicy {
+    /// 10,000 entries or 64 MiB, whichever comes first.
+    fn default() -> Self {
+        SnapshotPolicy {
+            entries: 10_000,
+            bytes: 64 << 20,
+        }
+    }
 }
 
 /// How to run one node.
@@ -75,6 +132,8 @@ pub struct NodeConfig {
     pub raft: Config,
     /// Timeouts and queue sizes of the gRPC transport.
     pub transport: TransportOptions,
+    /// When to snapshot and compact (tests use a few entries).
+    pub snapshot: SnapshotPolicy,
 }
 
 impl NodeConfig {
@@ -103,6 +162,7 @@ impl NodeConfig {
             tick,
             raft,
             transport,
+            snapshot: SnapshotPolicy::default(),
         }
     }
 
@@ -132,6 +192,9 @@ impl NodeConfig {
         if self.tick.is_zero() {
             return bad("tick must be positive".to_string());
         }
+        if self.snapshot.entries == 0 || self.snapshot.bytes == 0 {
+            return bad("snapshot thresholds must be positive".to_string());
+        }
         Ok(())
     }
 }
@@ -159,6 +222,10 @@ pub enum DriverError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The snapshot the log starts after could not be restored into the
+    /// state machine, or its directory could not be used.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     /// A driver thread could not be started.
     #[error("cannot start the {name} thread: {source}")]
     Thread {
@@ -207,6 +274,7 @@ pub struct RaftNode<S: StateMachine> {
     id: NodeId,
     proposals: mpsc::Sender<Proposal<S::Output>>,
     reads: mpsc::Sender<ReadRequest>,
+    commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
     applied: watch::Receiver<u64>,
     shutdown: Arc<watch::Sender<bool>>,
@@ -220,6 +288,7 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             id: self.id,
             proposals: self.proposals.clone(),
             reads: self.reads.clone(),
+            commands: self.commands.clone(),
             status: self.status.clone(),
             applied: self.applied.clone(),
             shutdown: self.shutdown.clone(),
@@ -243,12 +312,20 @@ impl<S: StateMachine> RaftNode<S> {
                 .await
                 .map_err(|e| DriverError::Config(format!("log store open task failed: {e}")))?;
         let (store, recovered) = opened?;
-        let applied = sm.applied_index();
+        let snapshot_dir = SnapshotDir::open(cfg.data_dir.join("snapshots"))
+            .map_err(|e| DriverError::Snapshot(format!("snapshot directory: {e}")))?;
+        let (sm, applied) = {
+            let (dir, meta) = (snapshot_dir.clone(), recovered.snapshot.clone());
+            tokio::task::spawn_blocking(move || restore_on_start(id, sm, &dir, &meta))
+                .await
+                .map_err(|e| DriverError::Snapshot(format!("restore task failed: {e}")))??
+        };
         tracing::info!(
             node = id,
             term = recovered.hard_state.term,
             vote = ?recovered.hard_state.vote,
-            last_index = recovered.entries.last().map_or(0, |e| e.index),
+            snapshot = recovered.snapshot.index,
+            last_index = recovered.entries.last().map_or(recovered.snapshot.index, |e| e.index),
             applied,
             "recovered raft state"
         );
@@ -256,29 +333,42 @@ impl<S: StateMachine> RaftNode<S> {
             cfg.raft.clone(),
             Persisted {
                 hard_state: recovered.hard_state,
+                snapshot: recovered.snapshot,
                 entries: recovered.entries,
                 applied,
             },
         )?;
 
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let (failures_tx, failures_rx) = mpsc::channel(SNAPSHOT_FAILURE_QUEUE);
         let mut peers = BTreeMap::new();
         for (&peer, url) in cfg.peers.iter().filter(|(&p, _)| p != id) {
-            let handle = spawn_peer(id, peer, url, inbound_tx.clone(), &cfg.transport).map_err(
-                |source| DriverError::PeerUrl {
+            let links = crate::transport::peer::PeerLinks {
+                inbound: inbound_tx.clone(),
+                snapshots: snapshot_dir.current.clone(),
+                snapshot_failures: failures_tx.clone(),
+            };
+            let handle = spawn_peer(id, peer, url, links, &cfg.transport).map_err(|source| {
+                DriverError::PeerUrl {
                     peer,
                     url: url.clone(),
                     source,
-                },
-            )?;
+                }
+            })?;
             peers.insert(peer, handle);
         }
 
         let fatal: Fatal = Arc::new(Mutex::new(None));
-        let (persist, persist_done) = persist::spawn(id, store)?;
+        let (persist, persist_done) = persist::spawn(id, store, snapshot_dir.clone())?;
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyCmd<S::Output>>(APPLY_QUEUE);
-        let apply_thread = apply::spawn(id, sm, apply_rx, applied_tx)?;
+        let (events_tx, events_rx) = mpsc::channel(SNAPSHOT_EVENT_QUEUE);
+        let side = SnapshotSide {
+            dir: snapshot_dir.clone(),
+            events: events_tx,
+        };
+        let apply_thread = apply::spawn(id, sm, apply_rx, applied_tx, side)?;
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
 
         let (proposals_tx, proposals_rx) = mpsc::channel(PROPOSAL_QUEUE);
         let (reads_tx, reads_rx) = mpsc::channel(READ_QUEUE);
@@ -302,6 +392,11 @@ impl<S: StateMachine> RaftNode<S> {
             shutdown: shutdown_rx,
             stopped: stopped_tx.clone(),
             fatal: fatal.clone(),
+            commands: commands_rx,
+            snapshot_events: events_rx,
+            snapshot_failures: failures_rx,
+            snapshot_dir: snapshot_dir.clone(),
+            policy: cfg.snapshot,
         });
         let event_loop = tokio::spawn(ev.run());
         // A panic in the event loop (the core asserts its invariants) must
@@ -323,13 +418,14 @@ impl<S: StateMachine> RaftNode<S> {
             id,
             proposals: proposals_tx,
             reads: reads_tx,
+            commands: commands_tx,
             status: status_rx,
             applied: applied_rx,
             shutdown: Arc::new(shutdown_tx),
             stopped: stopped_rx,
             fatal,
         };
-        let service = RaftGrpc::new(id, inbound_tx).into_service();
+        let service = RaftGrpc::new(id, inbound_tx, snapshot_dir).into_service();
         Ok((node, service))
     }
 
@@ -371,6 +467,25 @@ impl<S: StateMachine> RaftNode<S> {
             return Err(self.stopped_error());
         }
         Ok(())
+    }
+
+    /// Asks this node, which must lead, to hand leadership to `to`: once
+    /// `to`'s log is up to date it is told to start an election at once
+    /// (TimeoutNow), so the cluster has no leaderless election timeout.
+    /// Returns when the request is accepted, not when `to` has won; new
+    /// proposals are refused meanwhile. A transfer that does not complete
+    /// within an election timeout is abandoned.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::TransferLeader { to, reply })
+            .await
+            .is_err()
+        {
+            return Err(self.stopped_error());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.stopped_error()))
     }
 
     /// The core's latest status (role, term, leader, log positions).
@@ -431,5 +546,49 @@ impl<S: StateMachine> RaftNode<S> {
     }
 }
 
+/// Brings the state machine up to the snapshot the log starts after (it
+/// may be behind after a crash between installing a snapshot and restoring
+/// it), and clears the snapshot directory of everything else.
+fn restore_on_start<S: StateMachine>(
+    node: NodeId,
+    mut sm: S,
+    dir: &SnapshotDir,
+    meta: &crate::types::SnapshotMeta,
+) -> Result<(S, u64), DriverError> {
+    let err = |what: String| DriverError::Snapshot(what);
+    if meta.index == 0 {
+        dir.remove_all_but(None, true)
+            .map_err(|e| err(format!("cleaning the snapshot directory: {e}")))?;
+        let applied = sm.applied_index();
+        return Ok((sm, applied));
+    }
+    let path = dir.path_for(meta);
+    if !path.is_file() {
+        return Err(err(format!(
+            "the log starts after snapshot {}/{} but {} is missing",
+            meta.index,
+            meta.term,
+            path.display()
+        )));
+    }
+    if sm.applied_index() < meta.index {
+        tracing::info!(
+            node,
+            index = meta.index,
+            applied = sm.applied_index(),
+            "state machine is behind the snapshot; restoring it"
+        );
+        sm.restore(&path, meta.index)
+            .map_err(|e| err(format!("restoring {}: {e}", path.display())))?;
+    }
+    dir.set_current(meta)
+        .and_then(|()| dir.remove_all_but(Some(&path), true))
+        .map_err(|e| err(format!("cleaning the snapshot directory: {e}")))?;
+    let applied = sm.applied_index();
+    Ok((sm, applied))
+}
+
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -6,15 +6,21 @@
 //! Readys). The hard state is saved (durably) before the entries, so the log
 //! never holds a term newer than the saved one. A failed write or sync is
 //! fatal: nothing written after it is acknowledged.
+//!
+//! A job may also carry a snapshot operation (compaction after a local
+//! snapshot, or the install of one received from the leader). It is done
+//! after the jobs before it and before its own entries, and ends a batch.
 
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
+use super::snapshot_dir::SnapshotDir;
 use super::DriverError;
 use crate::core::Message;
 use crate::log_store::{LogStore, StoreError};
-use crate::types::{Entry, HardState, NodeId};
+use crate::types::{Entry, HardState, NodeId, SnapshotMeta};
 
 /// Persist jobs the event loop may have in flight; it stops producing Readys
 /// at this many, so neither channel below can fill up.
@@ -24,8 +30,20 @@ pub(crate) const MAX_INFLIGHT_JOBS: usize = 256;
 #[derive(Debug)]
 pub(crate) struct PersistJob {
     pub(crate) hard_state: Option<HardState>,
+    pub(crate) snapshot: Option<SnapshotOp>,
     pub(crate) entries: Vec<Entry>,
     pub(crate) messages: Vec<Message>,
+}
+
+/// A change of the snapshot the log starts after.
+#[derive(Debug)]
+pub(crate) enum SnapshotOp {
+    /// A local snapshot at `meta.index` was written to `tmp`: publish it
+    /// and compact the log up to it.
+    Compact { meta: SnapshotMeta, tmp: PathBuf },
+    /// A snapshot received from the leader (already published) replaces
+    /// the log. The job's messages wait for the state machine's restore.
+    Install(SnapshotMeta),
 }
 
 /// One or more jobs made durable.
@@ -37,6 +55,9 @@ pub(crate) struct PersistDone {
     pub(crate) last: Option<(u64, u64)>,
     /// The jobs' messages, in order, now safe to send.
     pub(crate) messages: Vec<Message>,
+    /// An installed snapshot, with the messages that must wait until the
+    /// state machine is restored from it.
+    pub(crate) installed: Option<(SnapshotMeta, Vec<Message>)>,
 }
 
 /// What the persist thread reports: a durable batch, or the storage error
@@ -53,12 +74,13 @@ pub(crate) struct PersistHandle {
 pub(crate) fn spawn(
     node: NodeId,
     store: LogStore,
+    dir: SnapshotDir,
 ) -> Result<(PersistHandle, mpsc::Receiver<PersistOutcome>), DriverError> {
     let (jobs_tx, jobs_rx) = mpsc::channel(MAX_INFLIGHT_JOBS);
     let (done_tx, done_rx) = mpsc::channel(MAX_INFLIGHT_JOBS + 1);
     let thread = std::thread::Builder::new()
         .name(format!("raft-persist-{node}"))
-        .spawn(move || run(node, store, jobs_rx, done_tx))
+        .spawn(move || run(node, store, dir, jobs_rx, done_tx))
         .map_err(|source| DriverError::Thread {
             name: "persist",
             source,
@@ -75,15 +97,20 @@ pub(crate) fn spawn(
 fn run(
     node: NodeId,
     mut store: LogStore,
+    dir: SnapshotDir,
     mut jobs: mpsc::Receiver<PersistJob>,
     done: mpsc::Sender<PersistOutcome>,
 ) {
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
-        while let Ok(job) = jobs.try_recv() {
-            batch.push(job);
+        // A snapshot operation ends the batch.
+        while batch.last().is_some_and(|j| j.snapshot.is_none()) {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
         }
-        let outcome = persist_batch(&mut store, batch).map_err(|e| {
+        let outcome = persist_batch(&mut store, &dir, batch).map_err(|e| {
             tracing::error!(node, error = %e, "log store failed; stopping the node");
             e.to_string()
         });
@@ -104,26 +131,50 @@ fn run(
 /// newest hard state is saved, first: terms only grow and a vote belongs to
 /// its term, so it covers every earlier one, and saving it before the
 /// entries keeps the log from ever holding a term newer than the saved one.
-fn persist_batch(store: &mut LogStore, batch: Vec<PersistJob>) -> Result<PersistDone, StoreError> {
+fn persist_batch(
+    store: &mut LogStore,
+    dir: &SnapshotDir,
+    mut batch: Vec<PersistJob>,
+) -> Result<PersistDone, StoreError> {
     let jobs = batch.len();
+    let last_job = batch.last_mut().and_then(|j| {
+        j.snapshot
+            .take()
+            .map(|op| (op, std::mem::take(&mut j.entries)))
+    });
     let mut hard_state = None;
     let mut run: Vec<Entry> = Vec::new();
     let mut messages = Vec::new();
-    for job in batch {
+    let mut op_messages = Vec::new();
+    let op_index = batch.len().wrapping_sub(1);
+    for (i, job) in batch.into_iter().enumerate() {
         hard_state = job.hard_state.or(hard_state);
         if !job.entries.is_empty() {
             merge_entries(store, &mut run, job.entries)?;
         }
-        messages.extend(job.messages);
+        if last_job.is_some() && i == op_index {
+            op_messages = job.messages;
+        } else {
+            messages.extend(job.messages);
+        }
     }
     if let Some(hs) = hard_state {
         // Durable on return.
         store.save_hard_state(hs)?;
     }
-    let last = run.last().map(|e| (e.index, e.term));
+    let mut last = run.last().map(|e| (e.index, e.term));
     if !run.is_empty() {
         store.append(&run)?;
         store.sync()?;
+    }
+    let mut installed = None;
+    if let Some((op, entries)) = last_job {
+        installed = apply_snapshot_op(store, dir, op, &mut messages, op_messages)?;
+        if let Some(e) = entries.last() {
+            last = Some((e.index, e.term));
+            store.append(&entries)?;
+            store.sync()?;
+        }
     }
     tracing::trace!(
         jobs,
@@ -135,7 +186,43 @@ fn persist_batch(store: &mut LogStore, batch: Vec<PersistJob>) -> Result<Persist
         jobs,
         last,
         messages,
+        installed,
     })
+}
+
+/// Carries out a snapshot operation; durable on return. Returns the
+/// installed snapshot with the messages that wait for its restore.
+fn apply_snapshot_op(
+    store: &mut LogStore,
+    dir: &SnapshotDir,
+    op: SnapshotOp,
+    messages: &mut Vec<Message>,
+    op_messages: Vec<Message>,
+) -> Result<Option<(SnapshotMeta, Vec<Message>)>, StoreError> {
+    let io = |op: &'static str, path: PathBuf| move |source| StoreError::Io { op, path, source };
+    let installed = match op {
+        SnapshotOp::Compact { meta, tmp } => {
+            dir.publish(&tmp, &meta)
+                .map_err(io("publish snapshot", tmp.clone()))?;
+            store.save_snapshot(&meta)?;
+            dir.set_current(&meta)
+                .map_err(io("clean snapshot directory", dir.path_for(&meta)))?;
+            tracing::info!(
+                index = meta.index,
+                term = meta.term,
+                "log compacted to snapshot"
+            );
+            messages.extend(op_messages);
+            None
+        }
+        SnapshotOp::Install(meta) => {
+            store.install_snapshot(&meta)?;
+            dir.set_current(&meta)
+                .map_err(io("clean snapshot directory", dir.path_for(&meta)))?;
+            Some((meta, op_messages))
+        }
+    };
+    Ok(installed)
 }
 
 /// Adds a job's entries to the batch's run: they replace the run's entries
@@ -182,12 +269,17 @@ mod tests {
             .collect()
     }
 
+    fn snapdir(dir: &std::path::Path) -> SnapshotDir {
+        SnapshotDir::open(dir.join("snapshots")).unwrap()
+    }
+
     fn job(hs: Option<u64>, e: Vec<Entry>) -> PersistJob {
         PersistJob {
             hard_state: hs.map(|term| HardState {
                 term,
                 vote: Some(1),
             }),
+            snapshot: None,
             entries: e,
             messages: Vec::new(),
         }
@@ -203,7 +295,7 @@ mod tests {
             // A new leader's entries replace 7 and 8.
             job(Some(2), entries(7, 9, 2)),
         ];
-        let done = persist_batch(&mut store, batch).unwrap();
+        let done = persist_batch(&mut store, &snapdir(dir.path()), batch).unwrap();
         assert_eq!(done.jobs, 3);
         assert_eq!(done.last, Some((9, 2)));
         drop(store);
@@ -224,8 +316,18 @@ mod tests {
     fn a_batch_may_truncate_what_an_earlier_batch_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = LogStore::open(dir.path(), LogStoreOptions::default()).unwrap();
-        persist_batch(&mut store, vec![job(Some(1), entries(1, 4, 1))]).unwrap();
-        let done = persist_batch(&mut store, vec![job(Some(3), entries(3, 3, 3))]).unwrap();
+        persist_batch(
+            &mut store,
+            &snapdir(dir.path()),
+            vec![job(Some(1), entries(1, 4, 1))],
+        )
+        .unwrap();
+        let done = persist_batch(
+            &mut store,
+            &snapdir(dir.path()),
+            vec![job(Some(3), entries(3, 3, 3))],
+        )
+        .unwrap();
         assert_eq!(done.last, Some((3, 3)));
         drop(store);
         let (_, rec) = LogStore::open(dir.path(), LogStoreOptions::default()).unwrap();

@@ -21,6 +21,20 @@
 //! one, a gap in the indices — is [`StoreError::Corrupt`], and the store
 //! refuses to open rather than drop entries that may have been acknowledged.
 //!
+//! # Snapshots and compaction
+//!
+//! The `snapshot` file records the snapshot the log starts after (its
+//! index, term and voters; the snapshot's data belongs to the driver).
+//! [`LogStore::save_snapshot`] records a snapshot of this node's own state
+//! machine and deletes the segments it wholly covers, oldest first;
+//! [`LogStore::install_snapshot`] records one received from the leader and
+//! deletes every segment, newest first. Either way the metadata is durable
+//! before any segment goes, and the directory is fsynced after. Recovery
+//! finishes whatever a crash interrupted: it deletes segments the snapshot
+//! covers, skips entries at or below its index in the first segment left,
+//! and drops the whole log if it disagrees with the snapshot at its index
+//! (the log a received snapshot replaced).
+//!
 //! # Truncation
 //!
 //! Raft truncates a conflicting suffix only of entries that were never
@@ -35,6 +49,9 @@ mod error;
 mod frame;
 mod hard_state;
 mod segment;
+mod snapshot_meta;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 
@@ -45,7 +62,7 @@ use std::path::{Path, PathBuf};
 use self::error::io_err;
 pub use self::error::StoreError;
 use self::segment::Segment;
-use crate::types::{Entry, HardState};
+use crate::types::{Entry, HardState, SnapshotMeta};
 
 /// Settings of a [`LogStore`].
 #[derive(Clone, Debug)]
@@ -70,7 +87,10 @@ impl Default for LogStoreOptions {
 pub struct Recovered {
     /// The last saved term and vote (the default if none was ever saved).
     pub hard_state: HardState,
-    /// Every entry in the log, contiguous, starting at index 1 (or empty).
+    /// The snapshot the log starts after (index 0 if none).
+    pub snapshot: SnapshotMeta,
+    /// Every entry in the log, contiguous, starting at `snapshot.index + 1`
+    /// (or empty).
     pub entries: Vec<Entry>,
 }
 
@@ -84,6 +104,9 @@ pub struct LogStore {
     /// created, renamed or removed.
     dir_file: File,
     opts: LogStoreOptions,
+    /// The snapshot the log starts after. The first segment may still hold
+    /// entries at or below its index; they are not part of the log.
+    snapshot: SnapshotMeta,
     /// Every segment in index order; only the last one takes appends.
     segments: Vec<Segment>,
     /// Write handle of the last segment (`Some` exactly when there is one).
@@ -96,8 +119,7 @@ pub struct LogStore {
     failed: bool,
 }
 
-/// The index of the first entry a store holds. Fixed until log compaction
-/// (snapshots) lets the log start later.
+/// The index of the first entry of a log that was never compacted.
 const FIRST_INDEX: u64 = 1;
 
 impl LogStore {
@@ -111,6 +133,7 @@ impl LogStore {
         create_dir_durably(dir)?;
         let dir_file = File::open(dir).map_err(io_err("open directory", dir))?;
         let hard_state = hard_state::load(dir)?;
+        let snapshot = snapshot_meta::load(dir)?;
 
         let mut names = Vec::new();
         for dirent in fs::read_dir(dir).map_err(io_err("list", dir))? {
@@ -130,10 +153,12 @@ impl LogStore {
         }
         names.sort_unstable();
 
+        let mut dir_dirty = false;
         let mut segments = Vec::with_capacity(names.len());
         let mut entries = Vec::new();
-        let mut next = FIRST_INDEX;
-        let mut dir_dirty = false;
+        let mut next = names
+            .first()
+            .map_or(FIRST_INDEX, |(first, _)| (*first).min(snapshot.index + 1));
         let count = names.len();
         for (i, (first_index, path)) in names.into_iter().enumerate() {
             if first_index != next {
@@ -168,11 +193,16 @@ impl LogStore {
             segments.push(seg);
         }
 
+        if snapshot.index > 0 {
+            dir_dirty |= finish_snapshot(&snapshot, &mut segments, &mut entries)?;
+        }
+
         let active = segments.last().map(segment::open_for_append).transpose()?;
         let mut store = LogStore {
             dir: dir.to_path_buf(),
             dir_file,
             opts,
+            snapshot: snapshot.clone(),
             segments,
             active,
             active_dirty: false,
@@ -183,6 +213,7 @@ impl LogStore {
         tracing::info!(
             dir = %dir.display(),
             segments = store.segments.len(),
+            snapshot = store.snapshot.index,
             last_index = store.last_index(),
             term = hard_state.term,
             "opened log store"
@@ -191,6 +222,7 @@ impl LogStore {
             store,
             Recovered {
                 hard_state,
+                snapshot,
                 entries,
             },
         ))
@@ -206,10 +238,10 @@ impl LogStore {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        if first.index < FIRST_INDEX {
+        if first.index < self.first_index() {
             return Err(StoreError::BeforeStart {
                 index: first.index,
-                first_index: FIRST_INDEX,
+                first_index: self.first_index(),
             });
         }
         if first.index > self.last_index() + 1 {
@@ -239,7 +271,81 @@ impl LogStore {
         if from > self.last_index() {
             return Ok(());
         }
-        self.fail_on_error(|s| s.truncate(from.max(FIRST_INDEX)))
+        let from = from.max(self.first_index());
+        self.fail_on_error(|s| s.truncate(from))
+    }
+
+    /// Records that a durable snapshot of this node's state machine covers
+    /// the log up to `meta.index`, which must be in the log, and deletes the
+    /// segments it wholly covers. Durable on return. A crash part way
+    /// leaves segments that the next [`LogStore::open`] deletes.
+    pub fn save_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        self.check_usable()?;
+        if meta.index <= self.snapshot.index {
+            return Ok(());
+        }
+        if meta.index > self.last_index() {
+            return Err(StoreError::Gap {
+                index: meta.index,
+                last_index: self.last_index(),
+            });
+        }
+        self.fail_on_error(|s| {
+            snapshot_meta::save(&s.dir, &s.dir_file, meta)?;
+            s.snapshot = meta.clone();
+            s.remove_covered_segments()
+        })
+    }
+
+    /// Replaces the whole log with a snapshot received from the leader: the
+    /// log continues at `meta.index + 1`. Durable on return.
+    pub fn install_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        self.check_usable()?;
+        self.fail_on_error(|s| {
+            snapshot_meta::save(&s.dir, &s.dir_file, meta)?;
+            s.snapshot = meta.clone();
+            s.active = None;
+            s.active_dirty = false;
+            // Newest first: a crash in between leaves a prefix of the old
+            // log, which recovery recognises and drops.
+            while let Some(seg) = s.segments.pop() {
+                fs::remove_file(&seg.path).map_err(io_err("remove", &seg.path))?;
+                s.dir_dirty = true;
+            }
+            s.sync_inner()
+        })
+    }
+
+    /// The snapshot the log starts after (index 0 if none).
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    /// Deletes, oldest first, the segments whose entries are all at or
+    /// below the snapshot's index, then fsyncs the directory.
+    fn remove_covered_segments(&mut self) -> Result<(), StoreError> {
+        let covered = |segs: &[Segment], i: usize| match segs.get(i + 1) {
+            Some(next) => next.first_index <= self.snapshot.index + 1,
+            None => segs[i]
+                .last_index()
+                .is_none_or(|last| last <= self.snapshot.index),
+        };
+        let mut removed = 0;
+        while removed < self.segments.len() && covered(&self.segments, removed) {
+            let path = &self.segments[removed].path;
+            fs::remove_file(path).map_err(io_err("remove", path))?;
+            tracing::debug!(path = %path.display(), snapshot = self.snapshot.index, "removed compacted segment");
+            removed += 1;
+        }
+        if removed == self.segments.len() && removed > 0 {
+            self.active = None;
+            self.active_dirty = false;
+        }
+        self.segments.drain(..removed);
+        if removed > 0 {
+            self.dir_dirty = true;
+        }
+        self.sync_inner()
     }
 
     /// Makes every append and truncation so far durable: fdatasync of the
@@ -258,17 +364,20 @@ impl LogStore {
         self.fail_on_error(|s| hard_state::save(&s.dir, &s.dir_file, hs))
     }
 
-    /// Index of the last entry, 0 when the log is empty.
+    /// Index of the last entry; the snapshot's index when the log after it
+    /// is empty (0 for a new store).
     pub fn last_index(&self) -> u64 {
         self.segments
             .last()
             .and_then(Segment::last_index)
-            .unwrap_or(FIRST_INDEX - 1)
+            .unwrap_or(0)
+            .max(self.snapshot.index)
     }
 
-    /// Index of the first entry (1, also when the log is empty).
+    /// Index of the first entry of the log: just after the snapshot (1 for a
+    /// log never compacted, also when it is empty).
     pub fn first_index(&self) -> u64 {
-        FIRST_INDEX
+        self.snapshot.index + 1
     }
 
     fn check_usable(&self) -> Result<(), StoreError> {
@@ -408,6 +517,55 @@ impl LogStore {
         }
         Ok(())
     }
+}
+
+/// Recovery's half of [`LogStore::save_snapshot`] and
+/// [`LogStore::install_snapshot`]: finishes what a crash interrupted, and
+/// leaves in `entries` only the log after the snapshot. Returns whether a
+/// segment was deleted.
+///
+/// The snapshot's own entry decides. A log that holds it with another term,
+/// or that ends at or before it, is what a snapshot from the leader
+/// replaced: every segment goes. Otherwise the segments that hold only
+/// entries at or below it are the leftovers of a compaction. This must be
+/// decided before anything is deleted: once the segment holding the
+/// snapshot's entry is gone, a stale log that continues right after it
+/// would look like the real one.
+fn finish_snapshot(
+    snapshot: &SnapshotMeta,
+    segments: &mut Vec<Segment>,
+    entries: &mut Vec<Entry>,
+) -> Result<bool, StoreError> {
+    let at_snapshot = entries
+        .first()
+        .and_then(|e| entries.get(snapshot.index.checked_sub(e.index)? as usize));
+    let replaced = at_snapshot.is_some_and(|e| e.term != snapshot.term);
+    let ends_before = entries.last().is_some_and(|e| e.index <= snapshot.index);
+    let covered = if replaced || ends_before {
+        entries.clear();
+        segments.len()
+    } else {
+        let skip = entries
+            .first()
+            .map_or(0, |e| (snapshot.index + 1).saturating_sub(e.index) as usize);
+        entries.drain(..skip.min(entries.len()));
+        segments
+            .iter()
+            .take_while(|s| s.last_index().is_some_and(|l| l <= snapshot.index))
+            .count()
+    };
+    // Newest first when the whole log goes, oldest first otherwise: either
+    // way a crash here leaves what this function handles again.
+    let doomed: Vec<Segment> = if covered == segments.len() {
+        segments.drain(..).rev().collect()
+    } else {
+        segments.drain(..covered).collect()
+    };
+    for seg in &doomed {
+        fs::remove_file(&seg.path).map_err(io_err("remove", &seg.path))?;
+        tracing::info!(path = %seg.path.display(), snapshot = snapshot.index, replaced, "removed segment the snapshot covers");
+    }
+    Ok(!doomed.is_empty())
 }
 
 /// Creates `dir` if needed, and makes its creation durable by fsyncing the

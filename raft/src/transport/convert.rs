@@ -128,9 +128,16 @@ pub fn request_to_proto(m: Message) -> Result<OutboundRequest, ConvertError> {
             to,
             rpc_id,
         }),
+        // Streamed by the snapshot sender, not converted here.
+        MessageBody::InstallSnapshot { .. } => {
+            return Err(ConvertError::UnexpectedBody {
+                expected: "a request other than InstallSnapshot",
+            })
+        }
         MessageBody::RequestVoteResponse { .. }
         | MessageBody::AppendEntriesResponse { .. }
-        | MessageBody::HeartbeatResponse { .. } => {
+        | MessageBody::HeartbeatResponse { .. }
+        | MessageBody::InstallSnapshotResponse { .. } => {
             return Err(ConvertError::UnexpectedBody {
                 expected: "a request",
             })

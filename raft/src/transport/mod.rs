@@ -8,10 +8,13 @@
 //!   TimeoutNow are unary calls made concurrently, so a heartbeat never
 //!   waits behind a large batch.
 //! - [`convert`]: core messages to and from the proto types.
+//! - `snapshot`: InstallSnapshot, streamed in chunks with a checksum of the
+//!   whole file.
 
 pub mod convert;
 pub mod peer;
 pub mod server;
+mod snapshot;
 
 use std::time::Duration;
 

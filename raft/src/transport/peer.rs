@@ -4,7 +4,8 @@
 //! the follower in the order the leader sent them; the replies read from the
 //! same stream are fed back to the event loop. Votes, heartbeats and
 //! TimeoutNow are unary calls spawned concurrently, so a heartbeat never
-//! waits behind a large batch. Nothing here retries a message: when a queue
+//! waits behind a large batch. A snapshot is streamed by a task of its own,
+//! one at a time per peer; a failed transfer is reported to the core. Nothing here retries a message: when a queue
 //! is full or a stream is broken the message is dropped and counted, and
 //! Raft resends what matters (a stalled follower is probed again, a lost
 //! vote is asked again at the next election).
@@ -20,8 +21,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{self, OutboundRequest};
-use super::{Inbound, TransportOptions, MAX_MESSAGE_BYTES};
-use crate::core::Message;
+use super::{snapshot, Inbound, TransportOptions, MAX_MESSAGE_BYTES};
+use crate::core::{Message, MessageBody};
+use crate::driver::snapshot_dir::Current;
 use crate::types::NodeId;
 
 /// AppendEntries queued on one stream. The core keeps at most
@@ -52,14 +54,29 @@ impl PeerHandle {
     }
 }
 
+/// What a peer sender talks back to.
+pub(crate) struct PeerLinks {
+    /// Replies go to the event loop.
+    pub(crate) inbound: mpsc::Sender<Inbound>,
+    /// The snapshot file to stream when the core asks for one.
+    pub(crate) snapshots: Current,
+    /// Where a failed snapshot transfer is reported.
+    pub(crate) snapshot_failures: mpsc::Sender<NodeId>,
+}
+
 /// Starts the sender task for `peer` at `url` (`http://host:port`).
 pub(crate) fn spawn_peer(
     me: NodeId,
     peer: NodeId,
     url: &str,
-    inbound: mpsc::Sender<Inbound>,
+    links: PeerLinks,
     opts: &TransportOptions,
 ) -> Result<PeerHandle, tonic::transport::Error> {
+    let PeerLinks {
+        inbound,
+        snapshots,
+        snapshot_failures,
+    } = links;
     let endpoint = Endpoint::from_shared(url.to_string())?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
@@ -81,6 +98,9 @@ pub(crate) fn spawn_peer(
         unary: Arc::new(Semaphore::new(opts.max_unary_inflight)),
         rpc_timeout: opts.rpc_timeout,
         dropped: dropped.clone(),
+        snapshots,
+        snapshot_failures,
+        snapshot_busy: Arc::new(AtomicBool::new(false)),
     };
     tokio::spawn(task.run(rx));
     Ok(PeerHandle { peer, tx, dropped })
@@ -149,11 +169,20 @@ struct PeerTask {
     unary: Arc<Semaphore>,
     rpc_timeout: Duration,
     dropped: Arc<AtomicU64>,
+    snapshots: Current,
+    snapshot_failures: mpsc::Sender<NodeId>,
+    /// A snapshot is being streamed to this peer.
+    snapshot_busy: Arc<AtomicBool>,
 }
 
 impl PeerTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Message>) {
         while let Some(msg) = rx.recv().await {
+            if let MessageBody::InstallSnapshot { snapshot } = &msg.body {
+                let requested = snapshot.clone();
+                self.spawn_snapshot(msg, requested);
+                continue;
+            }
             match convert::request_to_proto(msg) {
                 Ok(OutboundRequest::Append(req)) => self.send_append(req),
                 Ok(OutboundRequest::Vote(req)) => self.spawn_unary(Unary::Vote(req)),
@@ -255,6 +284,40 @@ impl PeerTask {
             }
         });
         AppendStream { tx, broken }
+    }
+
+    /// Streams a snapshot unless one is already on its way to this peer
+    /// (the core asks again when an answer is late; the transfer in flight
+    /// answers both).
+    fn spawn_snapshot(&self, msg: Message, requested: crate::types::SnapshotMeta) {
+        if self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            return self.drop_msg("a snapshot is already being sent");
+        }
+        let busy = self.snapshot_busy.clone();
+        let client = self.client.clone();
+        let source = self.snapshots.clone();
+        let inbound = self.inbound.clone();
+        let failures = self.snapshot_failures.clone();
+        let (me, peer) = (self.me, self.peer);
+        tokio::spawn(async move {
+            let outcome = snapshot::send(client, &msg, &requested, &source).await;
+            busy.store(false, Ordering::Release);
+            match outcome {
+                Ok(reply) => {
+                    let _ = inbound
+                        .send(Inbound {
+                            msg: reply,
+                            responder: None,
+                        })
+                        .await;
+                }
+                Err(why) => {
+                    tracing::warn!(node = me, peer, error = %why, "snapshot transfer failed");
+                    // Full: the core's own timeout retries.
+                    let _ = failures.try_send(peer);
+                }
+            }
+        });
     }
 
     fn spawn_unary(&self, req: Unary) {

@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, ConvertError};
-use super::{Inbound, MAX_MESSAGE_BYTES};
-use crate::core::Message;
+use super::{snapshot, Inbound, MAX_MESSAGE_BYTES};
+use crate::core::{Message, MessageBody};
+use crate::driver::snapshot_dir::SnapshotDir;
 use crate::types::NodeId;
 
 /// Replies not yet sent on one AppendEntries stream; when full, reading
@@ -36,14 +37,17 @@ pub struct RaftGrpc {
     id: NodeId,
     inbound: mpsc::Sender<Inbound>,
     next_rpc_id: Arc<AtomicU64>,
+    /// Where received snapshots are written.
+    snapshots: SnapshotDir,
 }
 
 impl RaftGrpc {
-    pub(crate) fn new(id: NodeId, inbound: mpsc::Sender<Inbound>) -> Self {
+    pub(crate) fn new(id: NodeId, inbound: mpsc::Sender<Inbound>, snapshots: SnapshotDir) -> Self {
         RaftGrpc {
             id,
             inbound,
             next_rpc_id: Arc::new(AtomicU64::new(1)),
+            snapshots,
         }
     }
 
@@ -186,10 +190,26 @@ impl Raft for RaftGrpc {
         Ok(Response::new(pb::TimeoutNowResponse { term }))
     }
 
+    /// The whole snapshot is received and published before the core hears
+    /// of it; the answer comes once it is installed and restored.
     async fn install_snapshot(
         &self,
-        _request: Request<Streaming<pb::InstallSnapshotChunk>>,
+        request: Request<Streaming<pb::InstallSnapshotChunk>>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        Err(Status::unimplemented("snapshots are not supported yet"))
+        let msg = snapshot::receive(self.id, request.into_inner(), &self.snapshots).await?;
+        let reply = self.call(msg).await?;
+        let MessageBody::InstallSnapshotResponse { index } = reply.body else {
+            return Err(internal(ConvertError::UnexpectedBody {
+                expected: "InstallSnapshotResponse",
+            }));
+        };
+        Ok(Response::new(pb::InstallSnapshotResponse {
+            term: reply.term,
+            from: reply.from,
+            to: reply.to,
+            accepted: true,
+            error: String::new(),
+            index,
+        }))
     }
 }

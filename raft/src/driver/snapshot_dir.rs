@@ -1,0 +1,100 @@
+//! The directory of snapshot files (`data_dir/snapshots`): the state
+//! machine's snapshots and those received from a leader.
+//!
+//! A file is written under a temporary name, fsynced, renamed to
+//! `<index>-<term>.snap` and the directory fsynced, so a `.snap` file is
+//! always whole. The log store's snapshot metadata says which one is
+//! current; the others are deleted once a newer one is recorded, and at
+//! start. Blocking: call from a driver thread or `spawn_blocking`.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::types::SnapshotMeta;
+
+const SUFFIX: &str = ".snap";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// The current snapshot: what a leader streams to a follower that needs it.
+pub(crate) type Current = Arc<Mutex<Option<(SnapshotMeta, PathBuf)>>>;
+
+/// The snapshot directory of one node.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotDir {
+    dir: PathBuf,
+    next_tmp: Arc<AtomicU64>,
+    /// The newest snapshot recorded in the log store.
+    pub(crate) current: Current,
+}
+
+impl SnapshotDir {
+    /// Opens (creating) `dir`.
+    pub(crate) fn open(dir: PathBuf) -> io::Result<Self> {
+        fs::create_dir_all(&dir)?;
+        Ok(SnapshotDir {
+            dir,
+            next_tmp: Arc::new(AtomicU64::new(0)),
+            current: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Where the snapshot `meta` lives once published.
+    pub(crate) fn path_for(&self, meta: &SnapshotMeta) -> PathBuf {
+        self.dir
+            .join(format!("{:020}-{:020}{SUFFIX}", meta.index, meta.term))
+    }
+
+    /// A fresh temporary file name in the directory.
+    pub(crate) fn temp_path(&self) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("incoming-{}-{n}{TMP_SUFFIX}", std::process::id()))
+    }
+
+    /// Makes the whole file at `tmp` durable under the name of `meta`.
+    pub(crate) fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> io::Result<PathBuf> {
+        File::open(tmp)?.sync_all()?;
+        let path = self.path_for(meta);
+        fs::rename(tmp, &path)?;
+        self.sync_dir()?;
+        Ok(path)
+    }
+
+    /// Records `meta` (whose file is published) as current and deletes
+    /// every other published file. Streams already reading an older file
+    /// keep it open until they finish; temporary files may be in the middle
+    /// of a write and stay.
+    pub(crate) fn set_current(&self, meta: &SnapshotMeta) -> io::Result<()> {
+        let path = self.path_for(meta);
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = Some((meta.clone(), path.clone()));
+        }
+        self.remove_all_but(Some(&path), false)
+    }
+
+    /// Deletes every published file but `keep`, and with `temp` the
+    /// temporary ones too (at start, when no write can be running).
+    pub(crate) fn remove_all_but(&self, keep: Option<&Path>, temp: bool) -> io::Result<()> {
+        for dirent in fs::read_dir(&self.dir)? {
+            let path = dirent?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let ours = name.ends_with(SUFFIX) || (temp && name.ends_with(TMP_SUFFIX));
+            if Some(path.as_path()) == keep || !ours {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "removed old snapshot file"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+}

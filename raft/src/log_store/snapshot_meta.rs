@@ -1,0 +1,158 @@
+//! The snapshot metadata file: which snapshot the log starts after. Written
+//! like the hard state (temporary file, fsync, rename, fsync of the
+//! directory), so it is either the old or the new value.
+//!
+//! Layout, little-endian:
+//!
+//! ```text
+//! magic u32 | index u64 | term u64 | voters u32 | voter u64 × voters | crc32 u32 (of all before)
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::Path;
+
+use super::error::{io_err, StoreError};
+use crate::types::SnapshotMeta;
+
+/// The file's name in the store directory.
+pub(crate) const FILE_NAME: &str = "snapshot";
+/// The name it is written under before the rename.
+pub(crate) const TMP_FILE_NAME: &str = "snapshot.tmp";
+
+const MAGIC: u32 = 0x534e_5031;
+/// Bytes before the voters.
+const HEAD: usize = 24;
+/// More voters than any cluster has: a larger count is damage.
+const MAX_VOTERS: usize = 1 << 16;
+
+fn encode(meta: &SnapshotMeta) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEAD + 8 * meta.voters.len() + 4);
+    buf.extend_from_slice(&MAGIC.to_le_bytes());
+    buf.extend_from_slice(&meta.index.to_le_bytes());
+    buf.extend_from_slice(&meta.term.to_le_bytes());
+    buf.extend_from_slice(&(meta.voters.len() as u32).to_le_bytes());
+    for v in &meta.voters {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+fn decode(buf: &[u8]) -> Result<SnapshotMeta, String> {
+    let u64_at = |at: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&buf[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let u32_at = |at: usize| {
+        let mut b = [0; 4];
+        b.copy_from_slice(&buf[at..at + 4]);
+        u32::from_le_bytes(b)
+    };
+    if buf.len() < HEAD + 4 {
+        return Err(format!("snapshot metadata is only {} bytes", buf.len()));
+    }
+    if u32_at(0) != MAGIC {
+        return Err(format!("bad snapshot metadata magic {:#010x}", u32_at(0)));
+    }
+    let count = u32_at(20) as usize;
+    if count > MAX_VOTERS || buf.len() != HEAD + 8 * count + 4 {
+        return Err(format!(
+            "snapshot metadata of {} bytes cannot hold {count} voters",
+            buf.len()
+        ));
+    }
+    let body = buf.len() - 4;
+    let (stored, computed) = (u32_at(body), crc32fast::hash(&buf[..body]));
+    if stored != computed {
+        return Err(format!(
+            "snapshot metadata CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        ));
+    }
+    Ok(SnapshotMeta {
+        index: u64_at(4),
+        term: u64_at(12),
+        voters: (0..count).map(|i| u64_at(HEAD + 8 * i)).collect(),
+    })
+}
+
+/// Loads the snapshot metadata from `dir`: index 0 if none was ever saved.
+/// A leftover temporary file (a crash before the rename) is removed: the
+/// old file is still the current value. A damaged file is an error: the
+/// log before it may be gone, so guessing would lose committed entries.
+pub(crate) fn load(dir: &Path) -> Result<SnapshotMeta, StoreError> {
+    let tmp = dir.join(TMP_FILE_NAME);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {
+            tracing::info!(path = %tmp.display(), "removed unfinished snapshot metadata write")
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove", tmp)(e)),
+    }
+    let path = dir.join(FILE_NAME);
+    let buf = match fs::read(&path) {
+        Ok(buf) => buf,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(SnapshotMeta::default()),
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    decode(&buf).map_err(|reason| StoreError::Corrupt {
+        path,
+        offset: 0,
+        reason,
+    })
+}
+
+/// Durably replaces the snapshot metadata in `dir`; `dir_file` is the open
+/// directory, fsynced so that the rename itself survives a crash.
+pub(crate) fn save(dir: &Path, dir_file: &File, meta: &SnapshotMeta) -> Result<(), StoreError> {
+    let tmp = dir.join(TMP_FILE_NAME);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
+    file.write_all(&encode(meta))
+        .map_err(io_err("write", &tmp))?;
+    file.sync_all().map_err(io_err("fsync", &tmp))?;
+    drop(file);
+    let path = dir.join(FILE_NAME);
+    fs::rename(&tmp, &path).map_err(io_err("rename over", &path))?;
+    dir_file.sync_all().map_err(io_err("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips() {
+        for meta in [
+            SnapshotMeta::default(),
+            SnapshotMeta {
+                index: 42,
+                term: 7,
+                voters: vec![1, 2, 3],
+            },
+        ] {
+            assert_eq!(decode(&encode(&meta)), Ok(meta));
+        }
+    }
+
+    #[test]
+    fn decoding_rejects_any_flipped_bit_and_truncation() {
+        let good = encode(&SnapshotMeta {
+            index: 9,
+            term: 2,
+            voters: vec![1, 5],
+        });
+        for byte in 0..good.len() {
+            let mut bad = good.clone();
+            bad[byte] ^= 0x10;
+            assert!(decode(&bad).is_err(), "flip in byte {byte} went unnoticed");
+        }
+        assert!(decode(&good[..good.len() - 1]).is_err());
+    }
+}
