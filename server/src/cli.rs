@@ -20,6 +20,43 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start a local cluster of several nodes in one command (Ctrl-C stops it).
     Cluster(ClusterArgs),
+    /// Show every node of a cluster: role, term, commit and applied index,
+    /// lag behind the leader, last snapshot, addresses.
+    Status(AdminArgs),
+    /// Operate on the cluster's members.
+    Node(NodeArgs),
+}
+
+/// How to reach a cluster for an admin command.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// gRPC address (HOST:PORT) of any node of the cluster.
+    #[arg(long, env = "RESQLITE_NODE", default_value = "127.0.0.1:7432")]
+    pub node: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum NodeCommand {
+    /// List the members and their state (the same table as `resqlite status`).
+    List(AdminArgs),
+    /// Hand leadership to another node without an election timeout
+    /// (Raft's TimeoutNow). Run it against any node: it finds the leader.
+    TransferLeader(TransferLeaderArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TransferLeaderArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The node to lead next (default: the follower that has applied the most).
+    #[arg(long)]
+    pub to: Option<u64>,
 }
 
 /// Another node: `ID=RAFT_HOST:PORT,PG_HOST:PORT`.
@@ -79,6 +116,15 @@ pub struct ServeArgs {
     /// Read-only SQLite connections for reads.
     #[arg(long, env = "RESQLITE_READ_CONNECTIONS", default_value_t = 8)]
     pub read_connections: usize,
+    /// Snapshot the database and compact the Raft log after this many
+    /// entries applied since the last snapshot.
+    #[arg(long, env = "RESQLITE_SNAPSHOT_ENTRIES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_entries: u64,
+    /// … or after this many bytes of entries applied since the last one.
+    #[arg(long, env = "RESQLITE_SNAPSHOT_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]

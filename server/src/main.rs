@@ -1,6 +1,7 @@
 //! The `resqlite` command: run a node (`serve`) or a local cluster
-//! (`cluster`).
+//! (`cluster`), and look at or operate one (`status`, `node`).
 
+mod admin_cli;
 mod cli;
 mod cluster;
 mod serve;
@@ -22,5 +23,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => runtime.block_on(serve::serve(args)),
         cli::Command::Cluster(args) => runtime.block_on(cluster::run(args)),
+        cli::Command::Status(args) => runtime.block_on(admin_cli::status(args)),
+        cli::Command::Node(args) => runtime.block_on(admin_cli::node(args)),
     }
 }

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use resqlite::node::{ClientCommandService, Node, NodeExecutor, PeerAddrs};
+use resqlite::node::{
+    AdminService, ClientCommandService, Node, NodeExecutor, PeerAddrs, TRANSFER_WAIT,
+};
 use resqlite::store::{ReadPool, SqliteStateMachine};
+use resqlite_proto::client::admin_server::AdminServer;
 use resqlite_proto::client::client_server::ClientServer;
-use resqlite_raft::driver::{NodeConfig, RaftNode};
+use resqlite_raft::driver::{NodeConfig, RaftNode, SnapshotPolicy};
+use resqlite_raft::Role;
 
 use crate::cli::ServeArgs;
 
@@ -19,7 +23,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db_path = args.data_dir.join("db.sqlite");
     let sm = SqliteStateMachine::open(&db_path)
         .with_context(|| format!("cannot open {}", db_path.display()))?;
-    let reads = ReadPool::open(&db_path, args.read_connections)
+    let reads = ReadPool::open(&db_path, args.read_connections, sm.generation())
         .with_context(|| format!("cannot open read connections to {}", db_path.display()))?;
 
     let mut addrs = BTreeMap::new();
@@ -52,15 +56,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut cfg = NodeConfig::new(args.id, grpc_urls, args.data_dir.clone());
     cfg.tick = Duration::from_millis(args.tick_ms.max(1));
+    cfg.snapshot = SnapshotPolicy {
+        entries: args.snapshot_entries.max(1),
+        bytes: args.snapshot_bytes.max(1),
+    };
     let (raft, raft_service) = RaftNode::start(cfg, sm)
         .await
         .context("cannot start Raft")?;
     let node = Node::new(raft.clone(), reads, addrs);
 
+    // The gRPC server keeps running during a SIGTERM hand-over (the new
+    // leader must still reach this node), then stops with the rest.
+    let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
     let grpc = tonic::transport::Server::builder()
+        // Heartbeats and votes that time out under load are reset by the
+        // caller; h2's rapid-reset guard (20 such streams) would then close
+        // the whole connection, Raft's append stream with it, and cost an
+        // election. Peers are cluster members: allow far more.
+        .http2_max_pending_accept_reset_streams(Some(1024))
         .add_service(raft_service)
         .add_service(ClientServer::new(ClientCommandService::new(node.clone())))
-        .serve_with_shutdown(args.raft_listen, shutdown_signal());
+        .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .serve_with_shutdown(args.raft_listen, async move {
+            let mut stopped = grpc_stopped;
+            let _ = stopped.wait_for(|&s| s).await;
+        });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -69,14 +89,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server_version: resqlite::PG_VERSION.to_string(),
         ..Default::default()
     };
-    let wire = resqlite_wire::serve(listener, Arc::new(NodeExecutor(node)), options);
+    let wire = resqlite_wire::serve(listener, Arc::new(NodeExecutor(node.clone())), options);
+    // Both servers run as tasks of their own: they must keep serving while
+    // the shutdown branch below hands leadership over.
+    let mut grpc = tokio::spawn(grpc);
+    let mut wire = tokio::spawn(wire);
     tokio::select! {
-        r = grpc => r.context("gRPC server failed")?,
-        r = wire => r.context("PostgreSQL front end failed")?,
+        r = &mut grpc => r.context("gRPC server panicked")?.context("gRPC server failed")?,
+        r = &mut wire => r.context("PostgreSQL front end panicked")?.context("PostgreSQL front end failed")?,
+        _ = shutdown_signal() => hand_over_if_leader(&node).await,
     }
     tracing::info!(node = args.id, "stopping");
+    wire.abort();
+    let _ = stop_grpc.send(true);
+    // Open streams from peers would hold a graceful gRPC shutdown forever.
+    if tokio::time::timeout(Duration::from_secs(2), &mut grpc)
+        .await
+        .is_err()
+    {
+        grpc.abort();
+    }
     raft.shutdown().await;
     Ok(())
+}
+
+/// A leader that is asked to stop first hands leadership to the most
+/// caught-up follower, so a rolling restart costs no election timeout.
+async fn hand_over_if_leader(node: &Node) {
+    if node.raft().status().role != Role::Leader || node.member_count() < 2 {
+        return;
+    }
+    tracing::info!("leader stopping: handing leadership over first");
+    match node.hand_over_leadership(None, TRANSFER_WAIT).await {
+        Ok(leader) => tracing::info!(?leader, "leadership handed over"),
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "could not hand leadership over; stopping anyway")
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

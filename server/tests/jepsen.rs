@@ -102,16 +102,19 @@ async fn fault_schedules_keep_histories_linearizable_and_lose_nothing() {
             }
         }
     }
-    eprintln!("--- jepsen summary (seed {seed}) ---");
+    // The summary goes straight to the process's stderr, past the test
+    // harness's capture, so every CI log shows it, pass or fail.
+    let mut summary = format!("--- jepsen summary (seed {seed}) ---\n");
     for s in &summaries {
-        eprintln!("{s}");
+        summary.push_str(&format!("{s}\n"));
     }
     if let Some((med, max)) = median_max(&failovers) {
-        eprintln!(
-            "leader kill -9 -> first acknowledged write: median={med:?} max={max:?} over {} kills",
+        summary.push_str(&format!(
+            "leader kill -9 -> first acknowledged write: median={med:?} max={max:?} over {} kills\n",
             failovers.len()
-        );
+        ));
     }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), summary.as_bytes());
     assert!(
         failures.is_empty(),
         "anomalies found:\n{}",

@@ -35,6 +35,8 @@ pub struct SqlCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
     nodes: BTreeMap<NodeId, SqlNode>,
+    /// Flags given to every node after the ones the cluster sets.
+    extra_args: Vec<String>,
 }
 
 impl SqlCluster {
@@ -68,6 +70,7 @@ impl SqlCluster {
             bin: bin.into(),
             dir,
             nodes,
+            extra_args: Vec::new(),
         })
     }
 
@@ -87,6 +90,12 @@ impl SqlCluster {
         if let Some(n) = self.nodes.get_mut(&from) {
             n.raft_routes.insert(to, addr);
         }
+    }
+
+    /// From their next start on, every node also gets `args` (e.g.
+    /// `--snapshot-entries 50`) after the flags the cluster sets.
+    pub fn set_extra_args(&mut self, args: Vec<String>) {
+        self.extra_args = args;
     }
 
     /// The node's own Raft (gRPC) port.
@@ -158,6 +167,7 @@ impl SqlCluster {
         for p in &peers {
             cmd.args(["--peer", p]);
         }
+        cmd.args(&self.extra_args);
         let level = std::env::var("RESQLITE_TEST_LOG").unwrap_or_else(|_| "info".to_string());
         cmd.env("RESQLITE_LOG", level)
             .stdin(Stdio::null())

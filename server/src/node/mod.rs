@@ -3,6 +3,7 @@
 //! the leader's SQLite (after a ReadIndex round unless weak) or propose the
 //! write through Raft and answer with its applied result.
 
+mod admin_service;
 mod client_service;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use resqlite_raft::driver::{ProposeError, RaftNode};
 use resqlite_raft::{NodeId, Role};
 use resqlite_wire::{Description, Executor, NodeRole, Outcome, Session, SqlError, Value};
 
+pub use admin_service::{peer_status, role_name, AdminService, TRANSFER_WAIT};
 pub use client_service::ClientCommandService;
 
 use crate::sql::{self, sqlstate, Class};
@@ -42,6 +44,11 @@ impl Node {
         addrs: BTreeMap<NodeId, PeerAddrs>,
     ) -> Arc<Self> {
         Arc::new(Node { raft, reads, addrs })
+    }
+
+    /// How many nodes the cluster has, this one included.
+    pub fn member_count(&self) -> usize {
+        self.addrs.len()
     }
 
     /// The Raft node underneath.

@@ -2,20 +2,22 @@
 //! order on one writer connection, one SQLite transaction per batch, with
 //! the last applied index stored in the same transaction.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prost::Message as _;
 use resqlite_proto::client::WriteStatement;
-use resqlite_raft::driver::StateMachine;
+use resqlite_raft::driver::{SnapshotError, SnapshotWriter, StateMachine};
 use resqlite_raft::{Entry, EntryKind};
 use resqlite_wire::{Outcome, SqlError};
 use rusqlite::Connection;
 
+use super::db_file::DbGeneration;
 use super::errors::sql_error;
 use super::exec::{bind, run};
 use super::guard::guard_apply_connection;
+use super::snapshot;
 use super::values::from_proto;
 use crate::sql::sqlstate;
 
@@ -28,36 +30,58 @@ pub struct SqliteStateMachine {
     /// Set while ReSQLite runs its own statements, which the authorizer lets through.
     internal: Arc<AtomicBool>,
     applied: u64,
+    path: PathBuf,
+    /// Moves on when a restored snapshot replaces the file.
+    generation: DbGeneration,
+}
+
+/// The writer connection, its authorizer switch and the applied index it
+/// holds.
+struct Writer {
+    conn: Connection,
+    internal: Arc<AtomicBool>,
+    applied: u64,
 }
 
 impl SqliteStateMachine {
-    /// Opens (or creates) the database at `path`, in WAL mode. Because the
-    /// Raft log is durable and the applied index commits with the data, a
-    /// SQLite commit need not fsync (synchronous=NORMAL): after a crash the
-    /// node replays the log from the index SQLite kept.
+    /// Opens (or creates) the database at `path`, in WAL mode.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS _resqlite_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT OR IGNORE INTO _resqlite_meta VALUES ('applied', 0);",
-        )?;
-        let applied: i64 = conn.query_row(
-            "SELECT value FROM _resqlite_meta WHERE key = 'applied'",
-            [],
-            |r| r.get(0),
-        )?;
-        conn.set_prepared_statement_cache_capacity(512);
-        let internal = Arc::new(AtomicBool::new(false));
-        guard_apply_connection(&mut conn, internal.clone())?;
+        let w = open_writer(path)?;
         Ok(SqliteStateMachine {
-            conn,
-            internal,
-            applied: applied.max(0) as u64,
+            conn: w.conn,
+            internal: w.internal,
+            applied: w.applied,
+            path: path.to_path_buf(),
+            generation: DbGeneration::default(),
         })
+    }
+
+    /// The generation of the database file, for a [`super::ReadPool`] on
+    /// the same file to follow restores.
+    pub fn generation(&self) -> DbGeneration {
+        self.generation.clone()
+    }
+
+    /// Closes the writer, puts `staged` in the database's place and opens
+    /// the writer on it. On error the writer may be left on an empty
+    /// in-memory database: the node must stop.
+    fn swap_in(&mut self, staged: &Path, index: u64) -> Result<(), SnapshotError> {
+        // A connection cannot be closed in place: park an in-memory one.
+        let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
+        old.close().map_err(|(_, e)| e)?;
+        snapshot::swap_in(staged, &self.path)?;
+        let w = open_writer(&self.path)?;
+        if w.applied != index {
+            return Err(format!(
+                "the restored database holds index {}, expected {index}",
+                w.applied
+            )
+            .into());
+        }
+        self.conn = w.conn;
+        self.internal = w.internal;
+        self.applied = w.applied;
+        Ok(())
     }
 
     /// Runs ReSQLite's own statement, past the authorizer.
@@ -166,6 +190,45 @@ impl StateMachine for SqliteStateMachine {
     fn applied_index(&self) -> u64 {
         self.applied
     }
+
+    /// Called between two applies: no write transaction is open, so a new
+    /// read transaction sees exactly `applied`.
+    fn snapshot(&mut self) -> Result<SnapshotWriter, SnapshotError> {
+        snapshot::prepare_writer(&self.path, self.applied)
+    }
+
+    fn restore(&mut self, path: &Path, index: u64) -> Result<(), SnapshotError> {
+        // Checked before the live database is touched: a bad file changes
+        // nothing.
+        let staged = snapshot::stage(path, &self.path, index)?;
+        let generation = self.generation.clone();
+        generation.replace(|| self.swap_in(&staged, index))
+    }
+}
+
+/// Opens (or creates) the database at `path` for the writer, in WAL mode.
+/// Because the Raft log is durable and the applied index commits with the
+/// data, a SQLite commit need not fsync (synchronous=NORMAL): after a crash
+/// the node replays the log from the index SQLite kept.
+fn open_writer(path: &Path) -> rusqlite::Result<Writer> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _resqlite_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         INSERT OR IGNORE INTO _resqlite_meta VALUES ('applied', 0);",
+    )?;
+    let applied = snapshot::read_applied(&conn)?;
+    conn.set_prepared_statement_cache_capacity(512);
+    let internal = Arc::new(AtomicBool::new(false));
+    guard_apply_connection(&mut conn, internal.clone())?;
+    Ok(Writer {
+        conn,
+        internal,
+        applied,
+    })
 }
 
 /// Encodes a write statement as a Raft entry payload.

@@ -2,14 +2,19 @@
 //! driven by the Raft log) and a pool of read-only connections for reads.
 
 mod apply;
+mod db_file;
 pub mod errors;
 pub mod exec;
 mod guard;
 mod read_pool;
+mod snapshot;
 pub mod values;
 
 pub use apply::{encode_write, ApplyResult, SqliteStateMachine};
+pub use db_file::DbGeneration;
 pub use read_pool::ReadPool;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

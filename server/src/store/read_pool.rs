@@ -1,6 +1,7 @@
 //! Read-only connections for reads on the leader. In WAL mode they never
 //! block the writer, and a read whose caller goes away (cancel, disconnect)
-//! is interrupted inside SQLite.
+//! is interrupted inside SQLite. After a snapshot restore replaced the
+//! file, connections to the old one are discarded as they come up.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use resqlite_wire::{Description, SqlError, Value};
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::Semaphore;
 
+use super::db_file::DbGeneration;
 use super::errors::sql_error;
 use super::exec::{bind, parameter_count, result_types, run_typed, RowSet};
 use super::guard::guard_read_connection;
@@ -17,8 +19,10 @@ use crate::sql::sqlstate;
 /// A fixed set of read-only connections shared by all client sessions.
 pub struct ReadPool {
     path: PathBuf,
-    idle: Arc<Mutex<Vec<Connection>>>,
+    /// Idle connections, each with the file generation it was opened on.
+    idle: Arc<Mutex<Vec<(u64, Connection)>>>,
     permits: Arc<Semaphore>,
+    generation: DbGeneration,
 }
 
 /// Interrupts a running read if its caller stops waiting for it.
@@ -36,16 +40,19 @@ impl Drop for InterruptOnDrop {
 
 impl ReadPool {
     /// Opens `size` read-only connections to the database at `path` (which
-    /// the state machine has already created).
-    pub fn open(path: &Path, size: usize) -> rusqlite::Result<Self> {
+    /// the state machine has already created), following the state
+    /// machine's `generation` of the file.
+    pub fn open(path: &Path, size: usize, generation: DbGeneration) -> rusqlite::Result<Self> {
+        let current = generation.current();
         let mut conns = Vec::with_capacity(size);
         for _ in 0..size.max(1) {
-            conns.push(open_read_connection(path)?);
+            conns.push((current, open_read_connection(path)?));
         }
         Ok(ReadPool {
             path: path.to_path_buf(),
             permits: Arc::new(Semaphore::new(conns.len())),
             idle: Arc::new(Mutex::new(conns)),
+            generation,
         })
     }
 
@@ -62,11 +69,15 @@ impl ReadPool {
             .map_err(|_| SqlError::new(sqlstate::INTERNAL_ERROR, "read pool closed"))?;
         let idle = self.idle.clone();
         let path = self.path.clone();
+        let generation = self.generation.clone();
         let running = Arc::new(Mutex::new(None));
         let guard = InterruptOnDrop(running.clone());
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = match idle.lock().ok().and_then(|mut v| v.pop()) {
+            // The file stays in place while the read runs.
+            let held = generation.hold();
+            let current = *held;
+            let conn = match take_current(&idle, current) {
                 Some(c) => c,
                 None => open_read_connection(&path).map_err(|e| sql_error(&e))?,
             };
@@ -79,8 +90,9 @@ impl ReadPool {
                 *slot = None;
             }
             if let Ok(mut v) = idle.lock() {
-                v.push(conn);
+                v.push((current, conn));
             }
+            drop(held);
             result
         });
         let result = task
@@ -134,6 +146,18 @@ impl ReadPool {
         })
         .await
     }
+}
+
+/// An idle connection to the current file; those to an older one are
+/// closed on the way.
+fn take_current(idle: &Mutex<Vec<(u64, Connection)>>, current: u64) -> Option<Connection> {
+    let mut idle = idle.lock().ok()?;
+    while let Some((generation, conn)) = idle.pop() {
+        if generation == current {
+            return Some(conn);
+        }
+    }
+    None
 }
 
 fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {

@@ -251,7 +251,7 @@ async fn reads_are_read_only_and_typed() {
         "INSERT",
     )
     .unwrap();
-    let pool = ReadPool::open(&dir.path().join("db.sqlite"), 2).unwrap();
+    let pool = ReadPool::open(&dir.path().join("db.sqlite"), 2, sm.generation()).unwrap();
     let rows = pool
         .query(
             "SELECT k, f, s, b, ok, count(*) AS n FROM t WHERE k = $1".into(),

@@ -1,0 +1,181 @@
+//! The operators' gRPC service: a node's own status, and leadership
+//! transfer (`resqlite status`, `resqlite node transfer-leader`, and the
+//! hand-over a leader does on SIGTERM).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use resqlite_proto::client::admin_client::AdminClient;
+use resqlite_proto::client::admin_server::Admin;
+use resqlite_proto::client::{
+    MemberAddress, NodeStatusRequest, NodeStatusResponse, TransferLeaderRequest,
+    TransferLeaderResponse,
+};
+use resqlite_raft::{NodeId, Role};
+use tonic::{Request, Response, Status};
+
+use super::Node;
+
+/// How long a status question to another node may take.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `TransferLeader` waits for another node to lead: the target
+/// must catch up, then win one election round.
+pub const TRANSFER_WAIT: Duration = Duration::from_secs(3);
+
+/// The gRPC service; add it to the node's tonic server.
+pub struct AdminService {
+    node: Arc<Node>,
+}
+
+impl AdminService {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        AdminService { node }
+    }
+}
+
+/// The name `resqlite status` shows for a role.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+    }
+}
+
+impl Node {
+    /// This node's status as the Admin service reports it.
+    pub fn node_status(&self) -> NodeStatusResponse {
+        let s = self.raft.status();
+        let me = self.addrs.get(&s.id);
+        NodeStatusResponse {
+            id: s.id,
+            client_addr: me.map(|a| a.client.clone()).unwrap_or_default(),
+            grpc_addr: me.map(|a| a.grpc.clone()).unwrap_or_default(),
+            role: role_name(s.role).to_string(),
+            term: s.term,
+            leader: s.leader.unwrap_or(0),
+            commit_index: s.commit,
+            applied_index: s.applied,
+            last_log_index: s.last_index,
+            snapshot_index: s.snapshot,
+            members: self
+                .addrs
+                .iter()
+                .map(|(&id, a)| MemberAddress {
+                    id,
+                    client_addr: a.client.clone(),
+                    grpc_addr: a.grpc.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Hands leadership to `to`, or with `None` to the reachable follower
+    /// that has applied the most, and waits (up to `wait`) until another
+    /// node leads. Returns the leader afterwards.
+    pub async fn hand_over_leadership(
+        &self,
+        to: Option<NodeId>,
+        wait: Duration,
+    ) -> Result<Option<NodeId>, Status> {
+        let me = self.raft.id();
+        if self.raft.status().role != Role::Leader {
+            return Err(Status::failed_precondition(format!(
+                "node {me} is not the leader (leader: {})",
+                self.raft
+                    .leader()
+                    .map_or_else(|| "unknown".to_string(), |l| l.to_string())
+            )));
+        }
+        let target = match to {
+            Some(t) if t == me => return Ok(Some(me)),
+            Some(t) if !self.addrs.contains_key(&t) => {
+                return Err(Status::invalid_argument(format!(
+                    "node {t} is not a member of this cluster"
+                )))
+            }
+            Some(t) => t,
+            None => self.most_caught_up_follower().await.ok_or_else(|| {
+                Status::unavailable("no follower answers: leadership cannot be handed over")
+            })?,
+        };
+        self.raft
+            .transfer_leader(target)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let mut status = self.raft.watch_status();
+        let moved = tokio::time::timeout(wait, async {
+            loop {
+                if status.borrow().leader.is_some_and(|l| l != me) {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if moved.is_err() {
+            return Err(Status::deadline_exceeded(format!(
+                "node {target} did not take over within {wait:?}"
+            )));
+        }
+        Ok(self.raft.leader())
+    }
+
+    /// The follower with the highest applied index among those that answer.
+    async fn most_caught_up_follower(&self) -> Option<NodeId> {
+        let me = self.raft.id();
+        let mut asks = tokio::task::JoinSet::new();
+        for (&id, a) in self.addrs.iter().filter(|(&id, _)| id != me) {
+            let grpc = a.grpc.clone();
+            asks.spawn(async move { Some((peer_status(&grpc).await.ok()?.applied_index, id)) });
+        }
+        let mut best: Option<(u64, NodeId)> = None;
+        while let Some(answer) = asks.join_next().await {
+            if let Ok(Some(candidate)) = answer {
+                best = best.max(Some(candidate));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+}
+
+/// Asks the node at gRPC address `grpc` (`host:port`) for its status.
+pub async fn peer_status(grpc: &str) -> anyhow::Result<NodeStatusResponse> {
+    let ask = async {
+        let mut client = AdminClient::connect(format!("http://{grpc}")).await?;
+        anyhow::Ok(client.node_status(NodeStatusRequest {}).await?.into_inner())
+    };
+    tokio::time::timeout(PEER_STATUS_TIMEOUT, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {PEER_STATUS_TIMEOUT:?}"))?
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn node_status(
+        &self,
+        _request: Request<NodeStatusRequest>,
+    ) -> Result<Response<NodeStatusResponse>, Status> {
+        Ok(Response::new(self.node.node_status()))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let to = Some(request.into_inner().to).filter(|&t| t != 0);
+        let leader = self.node.hand_over_leadership(to, TRANSFER_WAIT).await?;
+        let leader_client_addr = leader
+            .and_then(|l| self.node.addrs.get(&l))
+            .map(|a| a.client.clone())
+            .unwrap_or_default();
+        Ok(Response::new(TransferLeaderResponse {
+            leader: leader.unwrap_or(0),
+            leader_client_addr,
+        }))
+    }
+}

@@ -1,0 +1,211 @@
+//! Operator commands against a real 3-node cluster: `resqlite status`,
+//! `resqlite node transfer-leader`, and the hand-over a leader does when it
+//! is stopped with SIGTERM (so a rolling restart costs no election).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use resqlite_tests::sql_cluster::SqlCluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_resqlite");
+const ELECTION: Duration = Duration::from_secs(15);
+
+/// Runs the `resqlite` command line; returns success and everything it said.
+fn resqlite(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().expect("run resqlite");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The leader as `resqlite status` shows it, asked through node `via`.
+fn leader_per_status(c: &SqlCluster, via: u64) -> Option<u64> {
+    let (ok, out) = resqlite(&["status", "--node", &grpc(c, via)]);
+    if !ok {
+        return None;
+    }
+    let leaders: Vec<u64> = out
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some("leader"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (leaders.len() == 1).then(|| leaders[0])
+}
+
+fn grpc(c: &SqlCluster, id: u64) -> String {
+    format!("127.0.0.1:{}", c.raft_port(id))
+}
+
+async fn wait_until_leader_is(c: &SqlCluster, via: u64, want: u64) {
+    let deadline = Instant::now() + ELECTION;
+    while Instant::now() < deadline {
+        if leader_per_status(c, via) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("node {want} did not become leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_transfer_leader_and_sigterm_hand_over() {
+    let mut c = SqlCluster::start(BIN, 3).expect("cluster");
+    let leader = c.wait_for_leader(ELECTION).await.expect("a leader");
+    let db = c.connect(leader).await.unwrap();
+    db.simple_query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    db.simple_query("INSERT INTO t VALUES (1)").await.unwrap();
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
+
+    // Asked through a follower, status lists every node, one leader, and
+    // each node's own positions.
+    let (ok, out) = resqlite(&["status", "--node", &grpc(&c, follower)]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header[..6],
+        ["id", "role", "term", "commit", "applied", "lag"],
+        "{out}"
+    );
+    assert_eq!(leader_per_status(&c, follower), Some(leader), "{out}");
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], (i + 1).to_string(), "{out}");
+        assert!(cells[3].parse::<u64>().unwrap() >= 2, "commit index: {out}");
+        assert!(cells[7].starts_with("127.0.0.1:"), "{out}");
+    }
+
+    // Transfer to a named follower, asked through any node.
+    let (ok, out) = resqlite(&[
+        "node",
+        "transfer-leader",
+        "--node",
+        &grpc(&c, leader),
+        "--to",
+        &follower.to_string(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("to node {follower}")), "{out}");
+    wait_until_leader_is(&c, leader, follower).await;
+    let (ok, out) = resqlite(&[
+        "node",
+        "transfer-leader",
+        "--node",
+        &grpc(&c, leader),
+        "--to",
+        "9",
+    ]);
+    assert!(!ok && out.contains("not a member"), "{out}");
+
+    // SIGTERM of the leader under a steady write load: it hands over
+    // before it exits. The writer tries every other node in turn.
+    let stopping = follower;
+    let survivors: Vec<u64> = c.ids().into_iter().filter(|&i| i != stopping).collect();
+    // The writer starts on the leader and follows redirects to the others.
+    let mut order = vec![stopping];
+    order.extend(&survivors);
+    let targets: Vec<String> = order.iter().map(|&i| c.pg_addr(i)).collect();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(write_steadily(targets, stop_rx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let exited = c.terminate(stopping, Duration::from_secs(10)).unwrap();
+    assert!(exited, "the leader did not exit on SIGTERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_tx.send(true).unwrap();
+    let (acked, unknown, longest_gap) = writer.await.unwrap();
+    let log = std::fs::read_to_string(c.log_path(stopping)).unwrap();
+    assert!(log.contains("leadership handed over"), "{log}");
+    println!(
+        "SIGTERM of the leader: {} writes acknowledged, {} unknown; longest gap between \
+         acknowledged writes {longest_gap:?}",
+        acked.len(),
+        unknown.len()
+    );
+    assert!(
+        acked.iter().any(|&k| k > 1000),
+        "writes went on after the hand-over"
+    );
+    // Every acknowledged write is on every node that is up, the nodes agree,
+    // and nothing is there that no client wrote.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut contents = Vec::new();
+    for &id in &survivors {
+        let rows = c
+            .local_rows(id, "SELECT id FROM t ORDER BY id")
+            .await
+            .unwrap();
+        let keys: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        for k in std::iter::once(1).chain(acked.iter().copied()) {
+            assert!(keys.contains(&k), "node {id} lost acknowledged write {k}");
+        }
+        for k in &keys {
+            assert!(
+                *k == 1 || acked.contains(k) || unknown.contains(k),
+                "node {id}: stray {k}"
+            );
+        }
+        contents.push(keys);
+    }
+    assert!(contents.windows(2).all(|w| w[0] == w[1]), "nodes differ");
+}
+
+/// Inserts 1000, 1001 … one at a time into `t` on whichever of `targets`
+/// accepts writes (following redirects), until told to stop. Returns the
+/// acknowledged keys, those whose outcome is unknown (the connection broke
+/// mid-write), and the longest time between two acknowledgements.
+async fn write_steadily(
+    targets: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<i64>, Vec<i64>, Duration) {
+    use tokio_postgres::error::SqlState;
+    let (mut acked, mut unknown) = (Vec::new(), Vec::new());
+    let mut last_ack: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    let mut key = 1000i64;
+    let mut current = 0;
+    while !*stop.borrow() {
+        let addr = &targets[current % targets.len()];
+        let (host, port) = addr.split_once(':').unwrap();
+        let conninfo = format!("host={host} port={port} user=resqlite connect_timeout=2");
+        let Ok((db, conn)) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls).await else {
+            current += 1;
+            continue;
+        };
+        tokio::spawn(conn);
+        while !*stop.borrow() {
+            match db.execute("INSERT INTO t VALUES ($1)", &[&key]).await {
+                Ok(_) => {
+                    acked.push(key);
+                    if let Some(t) = last_ack {
+                        longest = longest.max(t.elapsed());
+                    }
+                    last_ack = Some(Instant::now());
+                }
+                Err(e)
+                    if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+                        || e.code() == Some(&SqlState::CANNOT_CONNECT_NOW) =>
+                {
+                    // Refused before it ran: not written. Try the next node.
+                    current += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    break;
+                }
+                Err(_) => {
+                    unknown.push(key);
+                    current += 1;
+                    break;
+                }
+            }
+            key += 1;
+        }
+        key += 1;
+    }
+    (acked, unknown, longest)
+}
