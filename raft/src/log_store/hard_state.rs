@@ -8,8 +8,8 @@
 //! magic u32 | term u64 | has_vote u8 | vote u64 | crc32 u32 (of the 21 bytes before)
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs::{self, File};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use super::error::{io_err, StoreError};
@@ -91,19 +91,7 @@ pub(crate) fn load(dir: &Path) -> Result<HardState, StoreError> {
 /// Durably replaces the hard state in `dir`; `dir_file` is the open
 /// directory, fsynced so that the rename itself survives a crash.
 pub(crate) fn save(dir: &Path, dir_file: &File, hs: HardState) -> Result<(), StoreError> {
-    let tmp = dir.join(TMP_FILE_NAME);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(io_err("create", &tmp))?;
-    file.write_all(&encode(hs)).map_err(io_err("write", &tmp))?;
-    file.sync_all().map_err(io_err("fsync", &tmp))?;
-    drop(file);
-    let path = dir.join(FILE_NAME);
-    fs::rename(&tmp, &path).map_err(io_err("rename over", &path))?;
-    dir_file.sync_all().map_err(io_err("fsync directory", dir))
+    super::atomic_file::replace(dir, dir_file, TMP_FILE_NAME, FILE_NAME, &encode(hs))
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@
 //! cutting the frame in place and rewriting it (which would leave a window
 //! in which the kept entries exist nowhere on disk).
 
+mod atomic_file;
 mod error;
 mod frame;
 mod hard_state;
