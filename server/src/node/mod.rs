@@ -34,7 +34,12 @@ pub struct Node {
     reads: ReadPool,
     /// Every node's addresses, this one included.
     addrs: BTreeMap<NodeId, PeerAddrs>,
+    /// Classes of recently seen statement texts.
+    classes: sql::ClassifyCache,
 }
+
+/// Statement texts whose class a node remembers.
+const CLASSIFY_CACHE_SIZE: usize = 1024;
 
 impl Node {
     /// Wraps a started Raft node and the read pool on the same database.
@@ -43,7 +48,12 @@ impl Node {
         reads: ReadPool,
         addrs: BTreeMap<NodeId, PeerAddrs>,
     ) -> Arc<Self> {
-        Arc::new(Node { raft, reads, addrs })
+        Arc::new(Node {
+            raft,
+            reads,
+            addrs,
+            classes: sql::ClassifyCache::new(CLASSIFY_CACHE_SIZE),
+        })
     }
 
     /// How many nodes the cluster has, this one included.
@@ -113,7 +123,7 @@ impl Node {
         params: Vec<Value>,
     ) -> Result<Outcome, SqlError> {
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
-        let classified = sql::classify(sql)?;
+        let classified = self.classes.classify(sql)?;
         match classified.class {
             Class::Write => {
                 if !self.is_leader() {
@@ -151,7 +161,7 @@ impl Node {
     /// checks), reachable only through the ClientCommand RPC.
     pub async fn read_local(&self, sql: &str, params: Vec<Value>) -> Result<Outcome, SqlError> {
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
-        let classified = sql::classify(sql)?;
+        let classified = self.classes.classify(sql)?;
         if classified.class != Class::Read {
             return Err(SqlError::new(
                 sqlstate::FEATURE_NOT_SUPPORTED,
@@ -169,7 +179,7 @@ impl Node {
     /// Parameter and result types of a statement, for Parse/Describe.
     pub async fn describe_statement(&self, sql: &str) -> Result<Description, SqlError> {
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
-        sql::classify(sql)?;
+        self.classes.classify(sql)?;
         let text = sql.to_string();
         self.reads
             .describe(sql.to_string(), move |conn, count| {

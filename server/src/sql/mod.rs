@@ -2,6 +2,7 @@
 //! string, classifying statements as reads or writes, and the SQLSTATEs.
 
 pub mod classify;
+mod classify_cache;
 pub mod params;
 pub mod pg_syntax;
 mod pragma;
@@ -11,4 +12,5 @@ pub mod split;
 pub mod sqlstate;
 
 pub use classify::{classify, Class, Classified};
+pub use classify_cache::ClassifyCache;
 pub use split::split_statements;
