@@ -118,6 +118,7 @@ impl Raft {
         self.leader = Some(self.cfg.id);
         self.votes.clear();
         self.heartbeat_elapsed = 0;
+        self.read_only.begin_leadership();
         self.election_elapsed = 0;
         self.transfer_target = None;
         let next = self.log.last_index() + 1;

@@ -453,7 +453,7 @@ impl Raft {
             || !self.dropped_reads.is_empty()
             || self.hard_state() != self.prev_hard_state
             || self.soft_state() != self.prev_soft_state
-            || self.read_only.round_requested()
+            || (self.role == Role::Leader && self.read_round_due())
             || self.append_pending
             || self.snapshot_to_install.is_some()
     }
@@ -461,7 +461,7 @@ impl Raft {
     /// Collects what must be done now. Call after any input; act on every
     /// field (see [`Ready`]).
     pub fn ready(&mut self) -> Ready {
-        if self.role == Role::Leader && self.read_only.round_requested() {
+        if self.role == Role::Leader && self.read_round_due() {
             self.broadcast_heartbeat();
         }
         if std::mem::take(&mut self.append_pending) && self.role == Role::Leader {

@@ -9,6 +9,9 @@ use super::{ProposeError, Raft, ReadState, Role};
 pub(crate) struct ReadOnly {
     /// The last heartbeat round started.
     round: u64,
+    /// The last round started before this node became leader: no answer
+    /// to it will come, so it is not in flight.
+    leadership_began: u64,
     /// Reads are waiting for a round that has not started yet.
     requested: bool,
     /// Reads that arrived before the leader committed an entry of its own
@@ -27,6 +30,11 @@ impl ReadOnly {
         self.round += 1;
         self.requested = false;
         self.round
+    }
+
+    /// Marks the start of a leadership: earlier rounds are not in flight.
+    pub(crate) fn begin_leadership(&mut self) {
+        self.leadership_began = self.round;
     }
 
     /// Every read not yet confirmed; forgets them.
@@ -77,10 +85,7 @@ impl Raft {
                 self.queue_read(ctx);
             }
         }
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.acked_round).collect();
-        rounds.push(self.read_only.round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.quorum() - 1];
+        let confirmed = self.confirmed_read_round();
         while let Some(&(ctx, index, round)) = self.read_only.pending.front() {
             if round > confirmed {
                 break;
@@ -88,5 +93,25 @@ impl Raft {
             self.read_only.pending.pop_front();
             self.read_states.push(ReadState { ctx, index });
         }
+    }
+
+    /// The newest heartbeat round a quorum (this node included) has
+    /// answered.
+    fn confirmed_read_round(&self) -> u64 {
+        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.acked_round).collect();
+        rounds.push(self.read_only.round);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds[self.quorum() - 1]
+    }
+
+    /// Whether reads wait for a round that should start now. While a round
+    /// is still unanswered the next one waits for it: the reads that
+    /// arrive meanwhile then share one round instead of starting one each,
+    /// which under load is most of the leader's and followers' work. A
+    /// round whose answers are lost is overtaken by the periodic heartbeat,
+    /// which starts a round of its own.
+    pub(super) fn read_round_due(&self) -> bool {
+        let ro = &self.read_only;
+        ro.round_requested() && self.confirmed_read_round().max(ro.leadership_began) >= ro.round
     }
 }

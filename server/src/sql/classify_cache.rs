@@ -70,9 +70,22 @@ mod tests {
     #[test]
     fn answers_like_classify_and_stays_bounded() {
         let cache = ClassifyCache::new(2);
-        for sql in ["SELECT 1", "INSERT INTO t VALUES (1)", "SELECT 1", "DELETE FROM t"] {
-            assert_eq!(cache.classify(sql).unwrap(), classify(sql).unwrap(), "{sql}");
-            assert_eq!(cache.classify(sql).unwrap(), classify(sql).unwrap(), "{sql}");
+        for sql in [
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "SELECT 1",
+            "DELETE FROM t",
+        ] {
+            assert_eq!(
+                cache.classify(sql).unwrap(),
+                classify(sql).unwrap(),
+                "{sql}"
+            );
+            assert_eq!(
+                cache.classify(sql).unwrap(),
+                classify(sql).unwrap(),
+                "{sql}"
+            );
             assert!(cache.len() <= 2);
         }
         assert_eq!(cache.classify("SELECT 1").unwrap().class, Class::Read);
@@ -84,7 +97,10 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(cache.classify("BEGIN").unwrap_err().sqlstate, "0A000");
             assert_eq!(
-                cache.classify("INSERT INTO t VALUES (random())").unwrap_err().sqlstate,
+                cache
+                    .classify("INSERT INTO t VALUES (random())")
+                    .unwrap_err()
+                    .sqlstate,
                 "0A000"
             );
         }
