@@ -81,7 +81,10 @@ impl SnapshotDir {
         for dirent in fs::read_dir(&self.dir)? {
             let path = dirent?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let ours = name.ends_with(SUFFIX) || (temp && name.ends_with(TMP_SUFFIX));
+            // A temporary file is `incoming-….tmp`, and whatever its writer
+            // left beside it (SQLite's `-wal`, `-shm`, `-journal`).
+            let temporary = name.starts_with("incoming-") && name.contains(TMP_SUFFIX);
+            let ours = name.ends_with(SUFFIX) || (temp && temporary);
             if Some(path.as_path()) == keep || !ours {
                 continue;
             }
@@ -96,5 +99,41 @@ impl SnapshotDir {
 
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_clears_temporary_files_and_their_sidecars_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(root.path().join("snapshots")).unwrap();
+        let meta = SnapshotMeta {
+            index: 7,
+            term: 2,
+            voters: vec![1],
+        };
+        let tmp = dir.temp_path();
+        fs::write(&tmp, b"x").unwrap();
+        let published = dir.publish(&tmp, &meta).unwrap();
+        let leftovers = [
+            "incoming-1-0.tmp",
+            "incoming-1-0.tmp-wal",
+            "incoming-1-0.tmp-shm",
+        ];
+        for name in leftovers {
+            fs::write(dir.dir.join(name), b"x").unwrap();
+        }
+        fs::write(dir.dir.join("notes.txt"), b"someone else's").unwrap();
+        dir.remove_all_but(Some(&published), true).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&dir.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let published_name = published.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(left, vec![published_name, "notes.txt".to_string()]);
     }
 }
