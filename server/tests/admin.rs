@@ -3,8 +3,11 @@
 //! is stopped with SIGTERM (so a rolling restart costs no election).
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use resqlite_tests::cluster::wait_until;
 use resqlite_tests::sql_cluster::SqlCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_resqlite");
@@ -41,14 +44,11 @@ fn grpc(c: &SqlCluster, id: u64) -> String {
 }
 
 async fn wait_until_leader_is(c: &SqlCluster, via: u64, want: u64) {
-    let deadline = Instant::now() + ELECTION;
-    while Instant::now() < deadline {
-        if leader_per_status(c, via) == Some(want) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("node {want} did not become leader");
+    wait_until(&format!("node {want} to lead"), ELECTION, || async move {
+        (leader_per_status(c, via) == Some(want)).then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,11 +113,28 @@ async fn status_transfer_leader_and_sigterm_hand_over() {
     order.extend(&survivors);
     let targets: Vec<String> = order.iter().map(|&i| c.pg_addr(i)).collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let writer = tokio::spawn(write_steadily(targets, stop_rx));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let acks = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_steadily(targets, stop_rx, acks.clone()));
+    let acked_at_least = |n: usize| {
+        let acks = acks.clone();
+        move || {
+            let acks = acks.clone();
+            async move { (acks.load(Ordering::Relaxed) >= n).then_some(()) }
+        }
+    };
+    wait_until("a first acknowledged write", ELECTION, acked_at_least(1))
+        .await
+        .unwrap();
     let exited = c.terminate(stopping, Duration::from_secs(10)).unwrap();
     assert!(exited, "the leader did not exit on SIGTERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_exit = acks.load(Ordering::Relaxed);
+    wait_until(
+        "a write acknowledged after the old leader exited",
+        ELECTION,
+        acked_at_least(at_exit + 1),
+    )
+    .await
+    .unwrap();
     stop_tx.send(true).unwrap();
     let (acked, unknown, longest_gap) = writer.await.unwrap();
     let log = std::fs::read_to_string(c.log_path(stopping)).unwrap();
@@ -134,26 +151,52 @@ async fn status_transfer_leader_and_sigterm_hand_over() {
     );
     // Every acknowledged write is on every node that is up, the nodes agree,
     // and nothing is there that no client wrote.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut contents = Vec::new();
-    for &id in &survivors {
-        let rows = c
-            .local_rows(id, "SELECT id FROM t ORDER BY id")
-            .await
-            .unwrap();
-        let keys: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
-        for k in std::iter::once(1).chain(acked.iter().copied()) {
-            assert!(keys.contains(&k), "node {id} lost acknowledged write {k}");
+    let expected: Vec<i64> = std::iter::once(1).chain(acked.iter().copied()).collect();
+    let read_all = || async {
+        let mut contents = Vec::new();
+        for &id in &survivors {
+            let rows = c
+                .local_rows(id, "SELECT id FROM t ORDER BY id")
+                .await
+                .ok()?;
+            let keys: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+            contents.push((id, keys));
         }
-        for k in &keys {
+        Some(contents)
+    };
+    let converged = wait_until(
+        "the survivors to hold every acknowledged write",
+        ELECTION,
+        || async {
+            let contents = read_all().await?;
+            let all_there = contents
+                .iter()
+                .all(|(_, keys)| expected.iter().all(|k| keys.contains(k)));
+            let agree = contents.windows(2).all(|w| w[0].1 == w[1].1);
+            (all_there && agree).then_some(contents)
+        },
+    )
+    .await;
+    let contents = match converged {
+        Ok(contents) => contents,
+        // Fall through to the assertions, which say what is wrong.
+        Err(_) => read_all().await.expect("per-node reads"),
+    };
+    for (id, keys) in &contents {
+        for k in &expected {
+            assert!(keys.contains(k), "node {id} lost acknowledged write {k}");
+        }
+        for k in keys {
             assert!(
                 *k == 1 || acked.contains(k) || unknown.contains(k),
                 "node {id}: stray {k}"
             );
         }
-        contents.push(keys);
     }
-    assert!(contents.windows(2).all(|w| w[0] == w[1]), "nodes differ");
+    assert!(
+        contents.windows(2).all(|w| w[0].1 == w[1].1),
+        "nodes differ"
+    );
 }
 
 /// Inserts 1000, 1001 … one at a time into `t` on whichever of `targets`
@@ -163,6 +206,7 @@ async fn status_transfer_leader_and_sigterm_hand_over() {
 async fn write_steadily(
     targets: Vec<String>,
     stop: tokio::sync::watch::Receiver<bool>,
+    acks: Arc<AtomicUsize>,
 ) -> (Vec<i64>, Vec<i64>, Duration) {
     use tokio_postgres::error::SqlState;
     let (mut acked, mut unknown) = (Vec::new(), Vec::new());
@@ -183,6 +227,7 @@ async fn write_steadily(
             match db.execute("INSERT INTO t VALUES ($1)", &[&key]).await {
                 Ok(_) => {
                     acked.push(key);
+                    acks.fetch_add(1, Ordering::Relaxed);
                     if let Some(t) = last_ack {
                         longest = longest.max(t.elapsed());
                     }
