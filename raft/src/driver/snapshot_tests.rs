@@ -17,7 +17,7 @@ use crate::types::{Entry, EntryKind, NodeId};
 
 /// The list of applied Normal payloads, shared with the test. A snapshot
 /// is the list, one payload per line, after the applied index.
-struct ListMachine {
+pub(super) struct ListMachine {
     applied: u64,
     list: Arc<Mutex<Vec<Bytes>>>,
 }
@@ -69,9 +69,9 @@ impl StateMachine for ListMachine {
     }
 }
 
-type List = Arc<Mutex<Vec<Bytes>>>;
+pub(super) type List = Arc<Mutex<Vec<Bytes>>>;
 
-fn machine() -> (ListMachine, List) {
+pub(super) fn machine() -> (ListMachine, List) {
     let list = Arc::new(Mutex::new(Vec::new()));
     let sm = ListMachine {
         applied: 0,

@@ -1,52 +1,16 @@
 //! The driver without a network: a single-voter node on a real disk.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{NodeConfig, ProposeError, RaftNode, StateMachine};
+use super::{NodeConfig, ProposeError, RaftNode};
 use crate::core::Role;
-use crate::types::{Entry, EntryKind};
 
-/// Records every applied Normal payload; starts empty, so a restart replays
-/// the whole log.
-struct ListMachine {
-    applied: u64,
-    list: Arc<Mutex<Vec<Bytes>>>,
-}
-
-impl StateMachine for ListMachine {
-    type Output = u64;
-    fn apply(&mut self, entries: &[Entry]) -> Vec<u64> {
-        let mut list = self.list.lock().unwrap();
-        entries
-            .iter()
-            .map(|e| {
-                if e.kind == EntryKind::Normal {
-                    list.push(e.data.clone());
-                }
-                self.applied = e.index;
-                e.index
-            })
-            .collect()
-    }
-    fn applied_index(&self) -> u64 {
-        self.applied
-    }
-}
-
-fn machine() -> (ListMachine, Arc<Mutex<Vec<Bytes>>>) {
-    let list = Arc::new(Mutex::new(Vec::new()));
-    (
-        ListMachine {
-            applied: 0,
-            list: list.clone(),
-        },
-        list,
-    )
-}
+// The list machine of the snapshot tests; with the default snapshot policy
+// these tests never reach a snapshot, so a restart replays the whole log.
+use super::snapshot_tests::{machine, ListMachine};
 
 fn config(dir: &std::path::Path, peers: BTreeMap<u64, String>) -> NodeConfig {
     let mut cfg = NodeConfig::new(1, peers, dir.to_path_buf());
