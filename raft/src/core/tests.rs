@@ -196,3 +196,32 @@ fn divergent_tail_of_many_terms_is_skipped_in_few_round_trips() {
         "{rejections} rejections to find the match point"
     );
 }
+
+/// A peer whose AppendEntries contradicts committed entries cannot rewrite
+/// them: entries at or below the commit index are skipped (a legitimate
+/// leader holds them all), so the log keeps its committed entries and
+/// their terms.
+#[test]
+fn append_entries_never_rewrite_committed_entries() {
+    let mut r = core(2, 1, vec![entry(1, 1), entry(2, 1), entry(3, 1)]);
+    let append = |from, term, prev: u64, entries: Vec<Entry>, commit| Message {
+        from,
+        to: 2,
+        term,
+        rpc_id: 7,
+        body: MessageBody::AppendEntries {
+            prev_log_index: prev,
+            prev_log_term: 1,
+            entries,
+            leader_commit: commit,
+        },
+    };
+    r.step(append(1, 1, 3, vec![], 3));
+    drain(&mut r);
+    assert_eq!(r.status().commit, 3);
+
+    r.step(append(3, 2, 1, vec![entry(2, 2), entry(3, 2)], 3));
+    drain(&mut r);
+    let s = r.status();
+    assert_eq!((s.commit, s.last_index, s.last_term), (3, 3, 1));
+}
