@@ -18,6 +18,14 @@ fn config(dir: &std::path::Path, peers: BTreeMap<u64, String>) -> NodeConfig {
     cfg
 }
 
+/// Awaits `f`, failing the test with `what` if it takes over 20 s: a hang
+/// here once stalled a local .ci/run with no clue where it was stuck.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 20 s"))
+}
+
 async fn wait_leader(node: &RaftNode<ListMachine>) {
     let mut status = node.watch_status();
     tokio::time::timeout(
@@ -45,14 +53,20 @@ async fn a_single_node_commits_concurrent_proposals_and_replays_them_after_resta
     indexes.dedup();
     assert_eq!(indexes.len(), 100, "each proposal got its own index");
 
-    node.read_barrier().await.expect("leader read");
+    within("first read barrier", node.read_barrier())
+        .await
+        .expect("leader read");
     let before = list.lock().unwrap().clone();
     assert_eq!(before.len(), 100);
 
-    node.shutdown().await;
+    within("first shutdown", node.shutdown()).await;
     assert!(node.is_stopped());
     assert_eq!(
-        node.propose(Bytes::from_static(b"late")).await,
+        within(
+            "a proposal after shutdown",
+            node.propose(Bytes::from_static(b"late"))
+        )
+        .await,
         Err(ProposeError::Shutdown)
     );
 
@@ -61,7 +75,7 @@ async fn a_single_node_commits_concurrent_proposals_and_replays_them_after_resta
         .await
         .unwrap();
     wait_leader(&node).await;
-    node.read_barrier()
+    within("read barrier after restart", node.read_barrier())
         .await
         .expect("leader read after restart");
     assert_eq!(
@@ -69,7 +83,7 @@ async fn a_single_node_commits_concurrent_proposals_and_replays_them_after_resta
         before,
         "the log replays in the same order"
     );
-    node.shutdown().await;
+    within("second shutdown", node.shutdown()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
