@@ -17,4 +17,6 @@ pub use crate::core::{
     ReadState, Ready, Role, SoftState, Status,
 };
 pub use crate::log_store::{LogStore, LogStoreOptions, Recovered, StoreError};
-pub use crate::types::{Entry, EntryKind, HardState, NodeId, SnapshotMeta};
+pub use crate::types::{
+    Entry, EntryKind, HardState, Member, Membership, MembershipChange, NodeId, SnapshotMeta,
+};

@@ -6,9 +6,12 @@
 use anyhow::{bail, Context};
 use resqlite::node::peer_status;
 use resqlite_proto::client::admin_client::AdminClient;
-use resqlite_proto::client::{NodeStatusResponse, TransferLeaderRequest};
+use resqlite_proto::client::{
+    AddNodeRequest, MembershipResponse, NodeStatusResponse, PromoteNodeRequest, RemoveNodeRequest,
+    TransferLeaderRequest,
+};
 
-use crate::cli::{AdminArgs, NodeArgs, NodeCommand, TransferLeaderArgs};
+use crate::cli::{AddNodeArgs, AdminArgs, MemberArgs, NodeArgs, NodeCommand, TransferLeaderArgs};
 
 /// `resqlite status`: one line per member.
 pub async fn status(args: AdminArgs) -> anyhow::Result<()> {
@@ -22,7 +25,84 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
     match args.command {
         NodeCommand::List(admin) => status(admin).await,
         NodeCommand::TransferLeader(t) => transfer_leader(t).await,
+        NodeCommand::Add(a) => add(a).await,
+        NodeCommand::Promote(m) => promote(m).await,
+        NodeCommand::Remove(m) => remove(m).await,
     }
+}
+
+/// A client to the node named on the command line; it forwards
+/// membership changes to the leader.
+async fn admin_client(node: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    AdminClient::connect(format!("http://{node}"))
+        .await
+        .with_context(|| format!("cannot reach a node at {node}"))
+}
+
+/// Prints the members after a change.
+fn print_members(what: &str, reply: &MembershipResponse) {
+    println!("{what}; members now:");
+    for m in &reply.members {
+        let kind = if m.voter { "voter" } else { "learner" };
+        let leads = if m.id == reply.leader { ", leader" } else { "" };
+        println!(
+            "  node {} ({kind}{leads}): postgres {}, grpc {}",
+            m.id, m.client_addr, m.grpc_addr
+        );
+    }
+}
+
+async fn add(args: AddNodeArgs) -> anyhow::Result<()> {
+    let mut client = admin_client(&args.admin.node).await?;
+    if !args.learner {
+        println!(
+            "adding node {} as a learner, then promoting it once caught up …",
+            args.id
+        );
+    }
+    let reply = client
+        .add_node(AddNodeRequest {
+            id: args.id,
+            grpc_addr: args.grpc,
+            client_addr: args.pg,
+            voter: !args.learner,
+            catch_up_timeout_ms: args.catch_up_secs.saturating_mul(1000),
+            // Unknown here; the node itself says so when it asks to join.
+            empty: false,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("adding node {} failed: {}", args.id, s.message()))?
+        .into_inner();
+    print_members(&format!("node {} added", args.id), &reply);
+    Ok(())
+}
+
+async fn promote(args: MemberArgs) -> anyhow::Result<()> {
+    let mut client = admin_client(&args.admin.node).await?;
+    let reply = client
+        .promote_node(PromoteNodeRequest {
+            id: args.id,
+            catch_up_timeout_ms: args.catch_up_secs.saturating_mul(1000),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("promoting node {} failed: {}", args.id, s.message()))?
+        .into_inner();
+    print_members(&format!("node {} is a voter", args.id), &reply);
+    Ok(())
+}
+
+async fn remove(args: MemberArgs) -> anyhow::Result<()> {
+    let mut client = admin_client(&args.admin.node).await?;
+    let reply = client
+        .remove_node(RemoveNodeRequest { id: args.id })
+        .await
+        .map_err(|s| anyhow::anyhow!("removing node {} failed: {}", args.id, s.message()))?
+        .into_inner();
+    print_members(
+        &format!("node {} removed (stop its process now)", args.id),
+        &reply,
+    );
+    Ok(())
 }
 
 /// What one member said about itself, or why it did not answer.

@@ -48,6 +48,48 @@ pub enum NodeCommand {
     /// Hand leadership to another node without an election timeout
     /// (Raft's TimeoutNow). Run it against any node: it finds the leader.
     TransferLeader(TransferLeaderArgs),
+    /// Add a running, empty node (started with `serve --join` or with no
+    /// peers of its own): first as a learner that receives the log, then,
+    /// unless --learner, promoted to voter once it has caught up.
+    Add(AddNodeArgs),
+    /// Make a learner a voter once it has caught up with the leader.
+    Promote(MemberArgs),
+    /// Remove a member (a voter, a learner, or the leader itself, which
+    /// then hands leadership over). Stop its process afterwards.
+    Remove(MemberArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AddNodeArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The new node's id (unique, never used before in this cluster).
+    #[arg(long)]
+    pub id: u64,
+    /// The new node's gRPC address (HOST:PORT), as the others will reach it.
+    #[arg(long)]
+    pub grpc: String,
+    /// The new node's PostgreSQL address (HOST:PORT), named in redirects.
+    #[arg(long)]
+    pub pg: String,
+    /// Leave it a learner (do not promote it to voter).
+    #[arg(long)]
+    pub learner: bool,
+    /// How long it may take to catch up before the promotion gives up.
+    #[arg(long, default_value_t = 600)]
+    pub catch_up_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemberArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The member's id.
+    #[arg(long)]
+    pub id: u64,
+    /// For promote: how long it may take to catch up.
+    #[arg(long, default_value_t = 600)]
+    pub catch_up_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,6 +152,14 @@ pub struct ServeArgs {
     /// From the environment: space-separated.
     #[arg(long = "peer", env = "RESQLITE_PEERS", value_delimiter = ' ')]
     pub peers: Vec<Peer>,
+    /// Join a running cluster through any of its members (its gRPC
+    /// HOST:PORT): the node starts empty, asks to be added, receives the
+    /// data, and becomes a voter once caught up. With no address it only
+    /// waits to be added by `resqlite node add`. Not with --peer. Harmless
+    /// on a restart: a member does not ask again.
+    #[arg(long, env = "RESQLITE_JOIN", conflicts_with = "peers",
+          num_args = 0..=1, default_missing_value = "", value_name = "HOST:PORT")]
+    pub join: Option<String>,
     /// Raft tick in milliseconds (the election timeout is 10–20 ticks).
     #[arg(long, env = "RESQLITE_TICK_MS", default_value_t = 50)]
     pub tick_ms: u64,

@@ -54,7 +54,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         );
     }
-    let mut cfg = NodeConfig::new(args.id, grpc_urls, args.data_dir.clone());
+    let mut cfg = if args.join.is_some() {
+        NodeConfig::joining(args.id, args.data_dir.clone())
+    } else {
+        NodeConfig::new(args.id, grpc_urls, args.data_dir.clone())
+    };
     cfg.tick = Duration::from_millis(args.tick_ms.max(1));
     cfg.snapshot = SnapshotPolicy {
         entries: args.snapshot_entries.max(1),
@@ -63,6 +67,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (raft, raft_service) = RaftNode::start(cfg, sm)
         .await
         .context("cannot start Raft")?;
+    let me = addrs.get(&args.id).cloned().expect("inserted above");
     let node = Node::new(raft.clone(), reads, addrs);
 
     // The gRPC server keeps running during a SIGTERM hand-over (the new
@@ -94,6 +99,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // the shutdown branch below hands leadership over.
     let mut grpc = tokio::spawn(grpc);
     let mut wire = tokio::spawn(wire);
+    if let Some(via) = args.join.as_ref().filter(|v| !v.is_empty()) {
+        if !raft.membership().is_voter(args.id) {
+            tokio::spawn(join_cluster(raft.clone(), via.clone(), me));
+        }
+    }
     tokio::select! {
         r = &mut grpc => r.context("gRPC server panicked")?.context("gRPC server failed")?,
         r = &mut wire => r.context("PostgreSQL front end panicked")?.context("PostgreSQL front end failed")?,
@@ -113,10 +123,60 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks the cluster, through the member at `via`, to add this node and
+/// promote it once caught up; retries until it is done or refused for
+/// good. The answer comes only once this node is a voter: meanwhile it
+/// receives the data (a snapshot, then the log) like any follower.
+async fn join_cluster(raft: RaftNode<SqliteStateMachine>, via: String, me: PeerAddrs) {
+    use resqlite_proto::client::admin_client::AdminClient;
+    use resqlite_proto::client::AddNodeRequest;
+    let id = raft.id();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let status = raft.status();
+        let request = AddNodeRequest {
+            id,
+            grpc_addr: me.grpc.clone(),
+            client_addr: me.client.clone(),
+            voter: true,
+            catch_up_timeout_ms: 0,
+            empty: status.last_index == 0 && status.snapshot == 0 && status.term == 0,
+        };
+        let attempt = async {
+            let mut client = AdminClient::connect(format!("http://{via}"))
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            client.add_node(request).await
+        };
+        match attempt.await {
+            Ok(_) => {
+                tracing::info!(node = id, via = %via, "joined the cluster as a voter");
+                return;
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::AlreadyExists | tonic::Code::InvalidArgument
+                ) =>
+            {
+                tracing::error!(node = id, via = %via, error = %s.message(),
+                    "the cluster refused to add this node; fix the flags and restart it");
+                return;
+            }
+            Err(s) => {
+                tracing::warn!(node = id, via = %via, error = %s.message(),
+                    "joining the cluster failed; retrying");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// A leader that is asked to stop first hands leadership to the most
 /// caught-up follower, so a rolling restart costs no election timeout.
 async fn hand_over_if_leader(node: &Node) {
-    if node.raft().status().role != Role::Leader || node.member_count() < 2 {
+    if node.raft().status().role != Role::Leader || node.voter_count() < 2 {
         return;
     }
     tracing::info!("leader stopping: handing leadership over first");

@@ -3,3 +3,4 @@
 pub mod cluster;
 pub mod jepsen;
 pub mod sql_cluster;
+pub mod writer;

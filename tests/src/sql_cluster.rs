@@ -27,6 +27,19 @@ struct SqlNode {
     /// Raft address this node is told for a peer, where it is not the
     /// peer's own (a fault-injecting proxy in between).
     raft_routes: BTreeMap<NodeId, String>,
+    /// How the node enters the cluster.
+    join: Join,
+}
+
+/// How a node enters the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// One of the members the cluster is started with (`--peer` flags).
+    Original,
+    /// Starts empty and asks this member to add it (`--join ADDR`).
+    Via(NodeId),
+    /// Starts empty and waits for `resqlite node add` (bare `--join`).
+    Wait,
 }
 
 /// A running cluster of `resqlite serve` processes. Dropping it kills every
@@ -63,6 +76,7 @@ impl SqlCluster {
                     child: None,
                     paused: false,
                     raft_routes: BTreeMap::new(),
+                    join: Join::Original,
                 },
             );
         }
@@ -96,6 +110,20 @@ impl SqlCluster {
     /// `--snapshot-entries 50`) after the flags the cluster sets.
     pub fn set_extra_args(&mut self, args: Vec<String>) {
         self.extra_args = args;
+    }
+
+    /// From its next start on, node `id` enters the cluster as `join` says
+    /// (the others no longer name it in their `--peer` flags unless it is
+    /// [`Join::Original`]).
+    pub fn set_join(&mut self, id: NodeId, join: Join) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.join = join;
+        }
+    }
+
+    /// The node's gRPC address.
+    pub fn grpc_addr(&self, id: NodeId) -> String {
+        format!("127.0.0.1:{}", self.nodes[&id].grpc_port)
     }
 
     /// The node's own Raft (gRPC) port.
@@ -136,9 +164,15 @@ impl SqlCluster {
             .ok_or_else(|| anyhow!("no node {id}"))?
             .raft_routes
             .clone();
+        let join = self.nodes.get(&id).map_or(Join::Original, |n| n.join);
+        let join_port = match join {
+            Join::Via(via) => self.nodes.get(&via).map(|n| n.grpc_port),
+            _ => None,
+        };
         let peers: Vec<String> = self
             .nodes
             .iter()
+            .filter(|(_, n)| join == Join::Original && n.join == Join::Original)
             .map(|(pid, n)| {
                 let raft = routes
                     .get(pid)
@@ -166,6 +200,16 @@ impl SqlCluster {
             .args(["--read-connections", "2"]);
         for p in &peers {
             cmd.args(["--peer", p]);
+        }
+        match join {
+            Join::Original => {}
+            Join::Via(_) => {
+                let port = join_port.unwrap_or(0);
+                cmd.args(["--join", &format!("127.0.0.1:{port}")]);
+            }
+            Join::Wait => {
+                cmd.arg("--join");
+            }
         }
         cmd.args(&self.extra_args);
         let level = std::env::var("RESQLITE_TEST_LOG").unwrap_or_else(|_| "info".to_string());

@@ -7,8 +7,11 @@ use bytes::Bytes;
 
 impl Raft {
     pub(super) fn tick_election(&mut self) {
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout {
+        // A node that may not campaign keeps counting: its leader lease
+        // must lapse, or it would ignore the elections of the others
+        // forever (found by the simulator).
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.randomized_election_timeout && self.may_campaign() {
             self.election_elapsed = 0;
             self.start_election(false);
         }
@@ -23,6 +26,11 @@ impl Raft {
     /// it skips pre-vote and voters' leases.
     pub(super) fn start_election(&mut self, transfer: bool) {
         if self.role == Role::Leader {
+            return;
+        }
+        if !self.may_campaign() {
+            // A learner, a node that is joining or one that was removed:
+            // its vote counts nowhere, and its election would only disturb.
             return;
         }
         if self.cfg.pre_vote && !transfer {
@@ -59,7 +67,7 @@ impl Raft {
         }
         let term = if pre_vote { self.term + 1 } else { self.term };
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers: Vec<NodeId> = self.voter_peers().collect();
         for to in peers {
             let body = MessageBody::RequestVote {
                 last_log_index,
@@ -82,8 +90,23 @@ impl Raft {
     /// Counts answers; moves on when a quorum decided. Returns whether the
     /// role changed.
     fn tally_votes(&mut self) -> bool {
-        let granted = self.votes.values().filter(|&&g| g).count();
-        let rejected = self.votes.len() - granted;
+        // Only the voters in force count (an answer may come from a node
+        // a configuration change removed meanwhile).
+        let membership = self.configs.current();
+        let counted = self
+            .votes
+            .iter()
+            .filter(|(id, _)| membership.is_voter(**id));
+        let (granted, rejected) = counted.fold(
+            (0, 0),
+            |(g, r), (_, &yes)| {
+                if yes {
+                    (g + 1, r)
+                } else {
+                    (g, r + 1)
+                }
+            },
+        );
         if granted >= self.quorum() {
             if self.role == Role::PreCandidate {
                 self.become_candidate(false);
@@ -122,7 +145,7 @@ impl Raft {
         self.election_elapsed = 0;
         self.transfer_target = None;
         let next = self.log.last_index() + 1;
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers: Vec<NodeId> = self.member_peers().collect();
         self.progress = peers
             .into_iter()
             .map(|p| (p, Progress::new(next)))

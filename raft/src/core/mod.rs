@@ -9,6 +9,9 @@
 //! runs in the simulator and in the tokio driver.
 
 mod election;
+mod membership;
+#[cfg(test)]
+mod membership_tests;
 mod message;
 mod progress;
 mod raft_log;
@@ -27,18 +30,22 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use self::membership::Configs;
 pub use self::message::{Message, MessageBody};
 use self::progress::Progress;
 use self::raft_log::RaftLog;
 use self::read_index::ReadOnly;
-use crate::types::{Entry, EntryKind, HardState, NodeId, SnapshotMeta};
+use crate::types::{Entry, EntryKind, HardState, Membership, NodeId, SnapshotMeta};
 
 /// Static settings of one core.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// This node's id (not zero).
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// The voters the cluster was started with, this node included; empty
+    /// for a node that joins a running cluster (it learns the members from
+    /// the leader's log or snapshot, and never campaigns before). Once the
+    /// log or a snapshot holds a configuration, that one is in force.
     pub voters: Vec<NodeId>,
     /// Minimum election timeout in ticks; each timeout is drawn from
     /// `[election_tick, 2 * election_tick)`.
@@ -90,8 +97,8 @@ impl Config {
         if self.id == 0 {
             return bad("node id 0 is reserved");
         }
-        if !self.voters.contains(&self.id) {
-            return bad("voters must include this node");
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
+            return bad("voters must include this node (or be empty, to join a cluster)");
         }
         if self.voters.contains(&0) {
             return bad("node id 0 is reserved");
@@ -132,6 +139,13 @@ pub enum ProposeError {
     /// Leadership is being handed to another node.
     #[error("leadership transfer in progress")]
     TransferInProgress,
+    /// A membership change cannot start yet (the previous one is not
+    /// committed, or the leader is new); retry shortly.
+    #[error("membership change refused for now: {0}")]
+    ChangeInProgress(String),
+    /// The proposed configuration is not a single-server change.
+    #[error("invalid membership change: {0}")]
+    InvalidChange(String),
 }
 
 /// What a node recovered from its disk at start.
@@ -277,7 +291,9 @@ pub struct Raft {
     role: Role,
     leader: Option<NodeId>,
     log: RaftLog,
-    /// Leader only: replication state of every other voter.
+    /// The configurations in the log; the newest is in force.
+    configs: Configs,
+    /// Leader only: replication state of every other member (learners too).
     progress: BTreeMap<NodeId, Progress>,
     /// Candidate and pre-candidate: the answers received.
     votes: BTreeMap<NodeId, bool>,
@@ -346,7 +362,17 @@ impl Raft {
             leader: None,
             term: hard_state.term,
         };
+        // A snapshot of the first format, or of a log that never changed
+        // its members, may name no members: the started-with ones hold.
+        let base = if snapshot.membership.members.is_empty() {
+            Membership::from_voters(&cfg.voters)
+        } else {
+            snapshot.membership.clone()
+        };
+        let mut configs = Configs::new(snapshot.index, snapshot.term, base);
+        configs.note_appended(cfg.id, &entries);
         Ok(Raft {
+            configs,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,
@@ -435,7 +461,8 @@ impl Raft {
                 leader: self.leader,
             });
         }
-        if to == self.cfg.id || !self.progress.contains_key(&to) {
+        if to == self.cfg.id || !self.progress.contains_key(&to) || !self.membership().is_voter(to)
+        {
             return Ok(());
         }
         self.transfer_target = Some(to);
@@ -517,13 +544,44 @@ impl Raft {
         }
     }
 
+    /// Votes (or acknowledgements) that make a majority of the voters in
+    /// force.
     fn quorum(&self) -> usize {
-        self.cfg.voters.len() / 2 + 1
+        self.configs.current().voters().count() / 2 + 1
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+    /// The other voters: whom a candidate asks for votes.
+    fn voter_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let me = self.cfg.id;
-        self.cfg.voters.iter().copied().filter(move |&p| p != me)
+        self.configs.current().voters().filter(move |&p| p != me)
+    }
+
+    /// Every other member, learners included: whom a leader replicates to.
+    fn member_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.cfg.id;
+        self.configs
+            .current()
+            .members
+            .keys()
+            .copied()
+            .filter(move |&p| p != me)
+    }
+
+    /// Of `values` (one per other member, with its id) and this node's own
+    /// `mine`, the highest value a quorum of voters has reached: what the
+    /// commit rule and ReadIndex confirmation count. A leader that is not
+    /// a voter (it is removing itself) does not count itself.
+    fn quorum_value(&self, values: impl Iterator<Item = (NodeId, u64)>, mine: u64) -> u64 {
+        let membership = self.configs.current();
+        let mut voted: Vec<u64> = values
+            .filter(|(id, _)| membership.is_voter(*id))
+            .map(|(_, v)| v)
+            .collect();
+        if membership.is_voter(self.cfg.id) {
+            voted.push(mine);
+        }
+        voted.sort_unstable_by(|a, b| b.cmp(a));
+        voted.get(self.quorum() - 1).copied().unwrap_or(0)
     }
 
     fn reset_election_timer(&mut self) {
@@ -534,6 +592,14 @@ impl Raft {
 
     /// Queues a message; `after_persist` ones wait for the disk.
     fn send(&mut self, to: NodeId, body: MessageBody, rpc_id: u64, after_persist: bool) {
+        // A leader's term is surely durable only once an entry of its term
+        // is: a lone voter wins its election before its vote is on disk,
+        // and if it crashed then, another node could lead the same term.
+        // Until then nothing it says in that term may leave before the
+        // disk (found by the simulator: a learner kept such a leader's
+        // entries, which then collided with the other leader's).
+        let after_persist = after_persist
+            || (self.role == Role::Leader && self.log.term(self.log.persisted) != Some(self.term));
         let msg = Message {
             from: self.cfg.id,
             to,
@@ -559,13 +625,23 @@ impl Raft {
     /// Appends an entry of the leader's own without sending it yet.
     fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> u64 {
         let index = self.log.last_index() + 1;
-        self.log.push(Entry {
+        let entry = Entry {
             term: self.term,
             index,
             kind,
             data,
-        });
-        if self.cfg.voters.len() == 1 {
+        };
+        if kind == EntryKind::Config
+            && self
+                .configs
+                .note_appended(self.cfg.id, std::slice::from_ref(&entry))
+        {
+            self.log.push(entry);
+            self.on_membership_changed();
+        } else {
+            self.log.push(entry);
+        }
+        if self.quorum() == 1 {
             self.maybe_commit();
         }
         index

@@ -1,7 +1,7 @@
 //! The in-memory view of the replicated log, with the indexes that say how
 //! far it is committed, durable and handed to the state machine.
 
-use crate::types::{Entry, SnapshotMeta};
+use crate::types::{Entry, Membership, SnapshotMeta};
 
 /// The log as the core sees it. Everything appended here is eventually
 /// handed to storage through [`super::Ready::entries`].
@@ -181,7 +181,7 @@ impl RaftLog {
     /// Forgets the entries up to `index`, which a durable snapshot of the
     /// state machine now covers, and returns that snapshot's metadata.
     /// `index` must be applied, hence durable, and above the offset.
-    pub(crate) fn compact(&mut self, index: u64, voters: Vec<u64>) -> SnapshotMeta {
+    pub(crate) fn compact(&mut self, index: u64, membership: Membership) -> SnapshotMeta {
         debug_assert!(self.offset() < index && index <= self.applied);
         let term = self
             .term(index)
@@ -190,7 +190,7 @@ impl RaftLog {
         self.snapshot = SnapshotMeta {
             index,
             term,
-            voters,
+            membership,
         };
         self.snapshot.clone()
     }
@@ -281,7 +281,7 @@ mod tests {
             vec![e(1, 1), e(2, 1), e(3, 2), e(4, 2)],
             3,
         );
-        let meta = log.compact(3, vec![1, 2, 3]);
+        let meta = log.compact(3, Membership::from_voters(&[1, 2, 3]));
         assert_eq!((meta.index, meta.term), (3, 2));
         assert_eq!(log.term(3), Some(2));
         assert_eq!(log.term(2), None, "compacted");
@@ -303,7 +303,7 @@ mod tests {
         log.restore(SnapshotMeta {
             index: 10,
             term: 3,
-            voters: vec![1],
+            membership: Membership::from_voters(&[1]),
         });
         assert_eq!((log.last_index(), log.last_term()), (10, 3));
         assert_eq!((log.committed, log.applied, log.persisted), (10, 10, 10));

@@ -98,10 +98,8 @@ impl Raft {
     /// The newest heartbeat round a quorum (this node included) has
     /// answered.
     fn confirmed_read_round(&self) -> u64 {
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.acked_round).collect();
-        rounds.push(self.read_only.round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        rounds[self.quorum() - 1]
+        let rounds = self.progress.iter().map(|(&id, p)| (id, p.acked_round));
+        self.quorum_value(rounds, self.read_only.round)
     }
 
     /// Whether reads wait for a round that should start now. While a round

@@ -51,9 +51,10 @@ impl Raft {
     /// Whether a quorum (this node included) was heard from since the last
     /// check; resets the marks for the next round.
     fn quorum_active(&mut self) -> bool {
-        let mut active = 1;
-        for pr in self.progress.values_mut() {
-            if pr.recent_active {
+        let membership = self.configs.current();
+        let mut active = usize::from(membership.is_voter(self.cfg.id));
+        for (id, pr) in self.progress.iter_mut() {
+            if pr.recent_active && membership.is_voter(*id) {
                 active += 1;
             }
             pr.recent_active = false;
@@ -210,13 +211,12 @@ impl Raft {
     /// The commit rule: the highest index stored durably by a quorum, but
     /// only if it belongs to the current term (Raft §5.4.2).
     pub(super) fn maybe_commit(&mut self) {
-        let mut matched: Vec<u64> = self.progress.values().map(|p| p.matched).collect();
-        matched.push(self.log.persisted);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matched[self.quorum() - 1];
+        let matched = self.progress.iter().map(|(&id, p)| (id, p.matched));
+        let quorum_index = self.quorum_value(matched, self.log.persisted);
         if quorum_index > self.log.committed && self.log.term(quorum_index) == Some(self.term) {
             self.log.committed = quorum_index;
             self.advance_reads();
+            self.maybe_step_down_removed();
         }
     }
 
@@ -313,6 +313,13 @@ impl Raft {
         if commit > self.log.committed {
             self.log.committed = commit;
         }
+        // A configuration is in force from the moment it is in the log,
+        // and no longer once it is truncated away.
+        let dropped = self.configs.drop_truncated(&self.log);
+        let added = self.configs.note_appended(self.cfg.id, entries);
+        if dropped || added {
+            self.on_membership_changed();
+        }
         Some(last_new)
     }
 
@@ -328,6 +335,19 @@ impl Raft {
             m.rpc_id,
             false,
         );
+    }
+
+    /// Leader: how far each other member's log is known to match.
+    pub fn progress_matched(&self) -> Option<std::collections::BTreeMap<NodeId, u64>> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        Some(
+            self.progress
+                .iter()
+                .map(|(&id, p)| (id, p.matched))
+                .collect(),
+        )
     }
 
     /// The leader's view of a follower, for status pages.

@@ -8,9 +8,10 @@
 //! the file, and the receiving driver steps the message into its core only
 //! once the whole file is there and verified.
 
+use super::membership::Configs;
 use super::progress::ReplicationState;
 use super::{CompactError, Message, MessageBody, Raft};
-use crate::types::{NodeId, SnapshotMeta};
+use crate::types::{Membership, NodeId, SnapshotMeta};
 
 impl Raft {
     /// A durable snapshot of the state machine at `index` exists: forget the
@@ -28,7 +29,12 @@ impl Raft {
                 applied: self.log.applied,
             });
         }
-        let meta = self.log.compact(index, self.cfg.voters.clone());
+        let term = self
+            .log
+            .term(index)
+            .expect("an applied index above the offset is in the log");
+        let membership = self.configs.compact(index, term);
+        let meta = self.log.compact(index, membership);
         tracing::debug!(node = self.cfg.id, index, term = meta.term, "log compacted");
         Ok(meta)
     }
@@ -116,16 +122,14 @@ impl Raft {
                 commit = self.log.committed,
                 "installing snapshot from the leader"
             );
-            if snapshot.voters != self.cfg.voters {
-                // Membership is static until membership changes exist.
-                tracing::warn!(
-                    node = self.cfg.id,
-                    snapshot_voters = ?snapshot.voters,
-                    voters = ?self.cfg.voters,
-                    "snapshot names other voters than this node's configuration"
-                );
-            }
             self.log.restore(snapshot.clone());
+            let base = if snapshot.membership.members.is_empty() {
+                Membership::from_voters(&self.cfg.voters)
+            } else {
+                snapshot.membership.clone()
+            };
+            self.configs = Configs::new(snapshot.index, snapshot.term, base);
+            self.on_membership_changed();
             self.snapshot_to_install = Some(snapshot.clone());
             snapshot.index
         };

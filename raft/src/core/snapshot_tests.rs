@@ -78,7 +78,11 @@ fn compacted_leader() -> Raft {
     assert_eq!(r.status().role, Role::Leader);
     drain(&mut r);
     let meta = r.compact(8).expect("applied");
-    assert_eq!((meta.index, meta.term, meta.voters), (8, 1, vec![1, 2, 3]));
+    assert_eq!((meta.index, meta.term), (8, 1));
+    assert_eq!(
+        meta.membership,
+        crate::types::Membership::from_voters(&[1, 2, 3])
+    );
     r
 }
 
@@ -207,7 +211,7 @@ fn a_follower_installs_a_newer_snapshot_and_acknowledges_once_it_is_written() {
     let snapshot = SnapshotMeta {
         index: 8,
         term: 2,
-        voters: vec![1, 2, 3],
+        membership: crate::types::Membership::from_voters(&[1, 2, 3]),
     };
     r.step(msg(
         1,
@@ -272,7 +276,7 @@ fn a_follower_that_holds_the_snapshot_entry_keeps_its_log_and_commits() {
     let snapshot = SnapshotMeta {
         index: 4,
         term: 1,
-        voters: vec![1, 2, 3],
+        membership: crate::types::Membership::from_voters(&[1, 2, 3]),
     };
     r.step(msg(2 - 1, 2, 2, MessageBody::InstallSnapshot { snapshot }));
     let (sent, installed) = drain(&mut r);
@@ -291,7 +295,7 @@ fn a_snapshot_older_than_the_commit_index_changes_nothing() {
     let snapshot = SnapshotMeta {
         index: 3,
         term: 9,
-        voters: vec![1, 2, 3],
+        membership: crate::types::Membership::from_voters(&[1, 2, 3]),
     };
     r.step(msg(1, 2, 2, MessageBody::InstallSnapshot { snapshot }));
     let (sent, installed) = drain(&mut r);
@@ -309,7 +313,7 @@ fn a_node_restarts_from_a_snapshot_and_the_log_after_it() {
     let snapshot = SnapshotMeta {
         index: 5,
         term: 2,
-        voters: vec![1, 2, 3],
+        membership: crate::types::Membership::from_voters(&[1, 2, 3]),
     };
     let r = core_from(
         1,

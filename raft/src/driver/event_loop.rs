@@ -36,15 +36,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::apply::{ApplyCmd, SnapshotEvent};
+use super::peers::Peers;
 use super::persist::{
     PersistDone, PersistHandle, PersistJob, PersistOutcome, SnapshotOp, MAX_INFLIGHT_JOBS,
 };
 use super::snapshot_dir::SnapshotDir;
 use super::{Fatal, ProposeError, SnapshotPolicy};
 use crate::core::{self, Message, Raft, Ready, Role, Status};
-use crate::transport::peer::PeerHandle;
 use crate::transport::Inbound;
-use crate::types::NodeId;
+use crate::types::{Membership, NodeId};
 
 /// Peer messages stepped per turn.
 const MAX_INBOUND_PER_TURN: usize = 1024;
@@ -73,6 +73,15 @@ pub(crate) enum Command {
         to: NodeId,
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
+    /// Propose `next` as the configuration; answered once it is applied.
+    ChangeMembership {
+        next: Membership,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    /// Leader: how far each other member's log matches.
+    Progress {
+        reply: oneshot::Sender<Option<BTreeMap<NodeId, u64>>>,
+    },
 }
 
 /// Everything the event loop is built from.
@@ -86,8 +95,9 @@ pub(crate) struct Parts<O> {
     pub(crate) persist_done: mpsc::Receiver<PersistOutcome>,
     pub(crate) apply: mpsc::Sender<ApplyCmd<O>>,
     pub(crate) apply_thread: JoinHandle<()>,
-    pub(crate) peers: BTreeMap<NodeId, PeerHandle>,
+    pub(crate) peers: Peers,
     pub(crate) status: watch::Sender<Status>,
+    pub(crate) membership: watch::Sender<Membership>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) stopped: Arc<watch::Sender<bool>>,
     pub(crate) fatal: Fatal,
@@ -129,7 +139,7 @@ pub(crate) struct EventLoop<O> {
     persist_inflight: usize,
     apply: mpsc::Sender<ApplyCmd<O>>,
     apply_thread: JoinHandle<()>,
-    peers: BTreeMap<NodeId, PeerHandle>,
+    peers: Peers,
     /// Where the replies to peers' requests go, by local rpc_id.
     responders: HashMap<u64, oneshot::Sender<Message>>,
     /// Requests stepped since the last full drain of `ready()`.
@@ -143,6 +153,8 @@ pub(crate) struct EventLoop<O> {
     role: Role,
     term: u64,
     status: watch::Sender<Status>,
+    /// The configuration in force, for the application (addresses).
+    membership: watch::Sender<Membership>,
     shutdown: watch::Receiver<bool>,
     stopped: Arc<watch::Sender<bool>>,
     fatal: Fatal,
@@ -176,6 +188,7 @@ impl<O: Send + 'static> EventLoop<O> {
             pending_reads: HashMap::new(),
             next_read_ctx: 0,
             status: p.status,
+            membership: p.membership,
             shutdown: p.shutdown,
             stopped: p.stopped,
             fatal: p.fatal,
@@ -215,10 +228,7 @@ impl<O: Send + 'static> EventLoop<O> {
                     self.core.report_snapshot_failure(peer);
                     Ok(())
                 }
-                Some(cmd) = self.commands.recv() => {
-                    self.command(cmd);
-                    Ok(())
-                }
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = ticker.tick(), if open => {
                     self.core.tick();
                     Ok(())
@@ -317,13 +327,42 @@ impl<O: Send + 'static> EventLoop<O> {
         Ok(())
     }
 
-    fn command(&mut self, cmd: Command) {
+    async fn command(&mut self, cmd: Command) -> Result<(), String> {
         match cmd {
             Command::TransferLeader { to, reply } => {
                 let result = self.core.transfer_leader(to).map_err(refusal);
                 let _ = reply.send(result);
             }
+            Command::ChangeMembership { next, reply } => {
+                let (index, term) = match self.core.propose_membership(next) {
+                    Ok(at) => at,
+                    Err(e) => {
+                        let _ = reply.send(Err(refusal(e)));
+                        return Ok(());
+                    }
+                };
+                // The entry's outcome comes back like a proposal's; the
+                // caller only wants to know that it is applied.
+                let (outcome, applied) = oneshot::channel();
+                let cmd = ApplyCmd::Register {
+                    index,
+                    term,
+                    reply: outcome,
+                };
+                self.send_apply(cmd).await?;
+                tokio::spawn(async move {
+                    let result = match applied.await {
+                        Ok(r) => r.map(|_| ()),
+                        Err(_) => Err(ProposeError::Shutdown),
+                    };
+                    let _ = reply.send(result);
+                });
+            }
+            Command::Progress { reply } => {
+                let _ = reply.send(self.core.progress_matched());
+            }
         }
+        Ok(())
     }
 
     /// Counts applied entries; asks for a snapshot past a threshold.
@@ -475,6 +514,8 @@ impl<O: Send + 'static> EventLoop<O> {
             self.term = ss.term;
         }
 
+        // Messages of this Ready may be for a member it just added.
+        self.sync_membership();
         for m in messages {
             self.route(m);
         }
@@ -582,7 +623,7 @@ impl<O: Send + 'static> EventLoop<O> {
                     )
                 }
             }
-        } else if let Some(peer) = self.peers.get(&m.to) {
+        } else if let Some(peer) = self.peers.get(m.to) {
             peer.send(m);
         } else {
             tracing::warn!(
@@ -591,6 +632,17 @@ impl<O: Send + 'static> EventLoop<O> {
                 "message for an unknown peer dropped"
             );
         }
+    }
+
+    /// Follows the configuration in force: senders for new members,
+    /// none for removed ones, and the application told.
+    fn sync_membership(&mut self) {
+        let now = self.core.membership();
+        if *self.membership.borrow() == *now {
+            return;
+        }
+        self.peers.sync(self.id, now);
+        self.membership.send_replace(now.clone());
     }
 
     fn publish_status(&self) {
@@ -666,6 +718,8 @@ fn refusal(e: core::ProposeError) -> ProposeError {
         core::ProposeError::NotLeader { leader } => ProposeError::NotLeader { leader },
         // The leader is handing over: no leader to send the client to yet.
         core::ProposeError::TransferInProgress => ProposeError::NotLeader { leader: None },
+        core::ProposeError::ChangeInProgress(why) => ProposeError::ChangeInProgress(why),
+        core::ProposeError::InvalidChange(why) => ProposeError::InvalidChange(why),
     }
 }
 

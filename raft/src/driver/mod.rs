@@ -10,6 +10,7 @@
 
 mod apply;
 mod event_loop;
+mod peers;
 mod persist;
 pub(crate) mod snapshot_dir;
 
@@ -23,14 +24,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Config, Persisted, Raft, RaftError, Status};
 use crate::log_store::{LogStore, LogStoreOptions, StoreError};
-use crate::transport::peer::spawn_peer;
 use crate::transport::{RaftGrpc, TransportOptions};
-use crate::types::{Entry, NodeId};
+use crate::types::{Entry, Membership, NodeId};
 
 pub use crate::transport::RaftService;
 
 use self::apply::{ApplyCmd, SnapshotSide};
 use self::event_loop::{Command, EventLoop, Proposal, ReadRequest};
+use self::peers::Peers;
 use self::snapshot_dir::SnapshotDir;
 
 /// Proposals queued for the event loop; callers wait when it is full.
@@ -120,15 +121,17 @@ impl Default for SnapshotPolicy {
 pub struct NodeConfig {
     /// This node's id (not zero).
     pub id: NodeId,
-    /// The other voters and their gRPC URLs (`http://host:port`). An entry
-    /// for `id` itself is ignored.
+    /// The other voters the cluster was started with and their gRPC URLs
+    /// (`http://host:port`). An entry for `id` itself is ignored. Empty for
+    /// a node that joins a running cluster. Members added later are reached
+    /// at the address their configuration entry carries.
     pub peers: BTreeMap<NodeId, String>,
     /// Where the node keeps its state; the Raft log lives in `data_dir/raft`.
     pub data_dir: PathBuf,
     /// Length of one core tick (default 50 ms).
     pub tick: Duration,
     /// Settings of the core. Its `id` must be `id` and its voters `id` plus
-    /// the keys of `peers`.
+    /// the keys of `peers` (none for a node that joins).
     pub raft: Config,
     /// Timeouts and queue sizes of the gRPC transport.
     pub transport: TransportOptions,
@@ -166,6 +169,15 @@ impl NodeConfig {
         }
     }
 
+    /// A node that joins a running cluster: it starts with no members,
+    /// never campaigns, and learns the configuration from the leader once
+    /// an operator (or `serve --join`) has added it.
+    pub fn joining(id: NodeId, data_dir: PathBuf) -> Self {
+        let mut cfg = NodeConfig::new(id, BTreeMap::new(), data_dir);
+        cfg.raft.voters.clear();
+        cfg
+    }
+
     fn validate(&self) -> Result<(), DriverError> {
         let bad = |why: String| Err(DriverError::Config(why));
         if self.raft.id != self.id {
@@ -173,6 +185,10 @@ impl NodeConfig {
                 "raft.id {} differs from id {}",
                 self.raft.id, self.id
             ));
+        }
+        let joining = self.raft.voters.is_empty();
+        if joining && self.peers.keys().any(|&p| p != self.id) {
+            return bad("a joining node (no voters) must have no peers".to_string());
         }
         let mut expected: Vec<NodeId> = self
             .peers
@@ -184,7 +200,7 @@ impl NodeConfig {
         expected.sort_unstable();
         let mut voters = self.raft.voters.clone();
         voters.sort_unstable();
-        if voters != expected {
+        if !joining && voters != expected {
             return bad(format!(
                 "raft.voters {voters:?} must be this node and its peers {expected:?}"
             ));
@@ -212,15 +228,14 @@ pub enum DriverError {
     #[error(transparent)]
     Core(#[from] RaftError),
     /// A peer's URL is not usable.
-    #[error("peer {peer}: bad URL {url:?}: {source}")]
+    #[error("peer {peer}: bad or missing URL {url:?}: {reason}")]
     PeerUrl {
         /// The peer.
         peer: NodeId,
         /// The URL given for it.
         url: String,
         /// What is wrong with it.
-        #[source]
-        source: tonic::transport::Error,
+        reason: String,
     },
     /// The snapshot the log starts after could not be restored into the
     /// state machine, or its directory could not be used.
@@ -260,6 +275,13 @@ pub enum ProposeError {
     /// The node is shutting down.
     #[error("the node is shutting down")]
     Shutdown,
+    /// A membership change cannot start yet (the previous one is not
+    /// committed, or the leader is new): retry shortly.
+    #[error("membership change refused for now: {0}")]
+    ChangeInProgress(String),
+    /// The requested configuration is not a single-server change.
+    #[error("invalid membership change: {0}")]
+    InvalidChange(String),
     /// The node stopped after a storage failure.
     #[error("the node stopped after a storage failure: {0}")]
     Storage(String),
@@ -276,6 +298,7 @@ pub struct RaftNode<S: StateMachine> {
     reads: mpsc::Sender<ReadRequest>,
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<Status>,
+    membership: watch::Receiver<Membership>,
     applied: watch::Receiver<u64>,
     shutdown: Arc<watch::Sender<bool>>,
     stopped: watch::Receiver<bool>,
@@ -290,6 +313,7 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             reads: self.reads.clone(),
             commands: self.commands.clone(),
             status: self.status.clone(),
+            membership: self.membership.clone(),
             applied: self.applied.clone(),
             shutdown: self.shutdown.clone(),
             stopped: self.stopped.clone(),
@@ -341,22 +365,23 @@ impl<S: StateMachine> RaftNode<S> {
 
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (failures_tx, failures_rx) = mpsc::channel(SNAPSHOT_FAILURE_QUEUE);
-        let mut peers = BTreeMap::new();
-        for (&peer, url) in cfg.peers.iter().filter(|(&p, _)| p != id) {
-            let links = crate::transport::peer::PeerLinks {
-                inbound: inbound_tx.clone(),
-                snapshots: snapshot_dir.current.clone(),
-                snapshot_failures: failures_tx.clone(),
-            };
-            let handle = spawn_peer(id, peer, url, links, &cfg.transport).map_err(|source| {
-                DriverError::PeerUrl {
-                    peer,
-                    url: url.clone(),
-                    source,
-                }
-            })?;
-            peers.insert(peer, handle);
+        let mut peers = Peers::new(
+            cfg.peers.clone(),
+            inbound_tx.clone(),
+            snapshot_dir.current.clone(),
+            failures_tx,
+            cfg.transport.clone(),
+        );
+        if let Some(bad) = peers.sync(id, core.membership()).into_iter().next() {
+            return Err(DriverError::PeerUrl {
+                peer: bad.peer,
+                url: bad.url,
+                reason: bad
+                    .source
+                    .map_or_else(|| "no address known".to_string(), |e| e.to_string()),
+            });
         }
+        let (membership_tx, membership_rx) = watch::channel(core.membership().clone());
 
         let fatal: Fatal = Arc::new(Mutex::new(None));
         let (persist, persist_done) = persist::spawn(id, store, snapshot_dir.clone())?;
@@ -389,6 +414,7 @@ impl<S: StateMachine> RaftNode<S> {
             apply_thread,
             peers,
             status: status_tx,
+            membership: membership_tx,
             shutdown: shutdown_rx,
             stopped: stopped_tx.clone(),
             fatal: fatal.clone(),
@@ -420,6 +446,7 @@ impl<S: StateMachine> RaftNode<S> {
             reads: reads_tx,
             commands: commands_tx,
             status: status_rx,
+            membership: membership_rx,
             applied: applied_rx,
             shutdown: Arc::new(shutdown_tx),
             stopped: stopped_rx,
@@ -486,6 +513,50 @@ impl<S: StateMachine> RaftNode<S> {
             return Err(self.stopped_error());
         }
         rx.await.unwrap_or_else(|_| Err(self.stopped_error()))
+    }
+
+    /// Proposes `next` as the cluster's configuration (see
+    /// [`crate::MembershipChange::apply_to`] to build it from
+    /// [`RaftNode::membership`]) and waits until it is committed and
+    /// applied here. Only one voter may differ; learners and addresses may
+    /// change freely. A node removed this way stops getting entries; a
+    /// leader that removes itself steps down once the change commits.
+    pub async fn change_membership(&self, next: Membership) -> Result<(), ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::ChangeMembership { next, reply })
+            .await
+            .is_err()
+        {
+            return Err(self.stopped_error());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.stopped_error()))
+    }
+
+    /// The configuration in force on this node (the newest in its log).
+    pub fn membership(&self) -> Membership {
+        self.membership.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the configuration in force.
+    pub fn watch_membership(&self) -> watch::Receiver<Membership> {
+        self.membership.clone()
+    }
+
+    /// On the leader: how far each other member's log is known to match
+    /// (`None` on a follower).
+    pub async fn member_progress(&self) -> Result<Option<BTreeMap<NodeId, u64>>, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Progress { reply })
+            .await
+            .is_err()
+        {
+            return Err(self.stopped_error());
+        }
+        rx.await.map_err(|_| self.stopped_error())
     }
 
     /// The core's latest status (role, term, leader, log positions).

@@ -113,7 +113,7 @@ mod tests {
         let meta = SnapshotMeta {
             index: 7,
             term: 2,
-            voters: vec![1],
+            membership: crate::types::Membership::from_voters(&[1]),
         };
         let tmp = dir.temp_path();
         fs::write(&tmp, b"x").unwrap();

@@ -24,7 +24,7 @@
 //! # Snapshots and compaction
 //!
 //! The `snapshot` file records the snapshot the log starts after (its
-//! index, term and voters; the snapshot's data belongs to the driver).
+//! index, term and membership; the snapshot's data belongs to the driver).
 //! [`LogStore::save_snapshot`] records a snapshot of this node's own state
 //! machine and deletes the segments it wholly covers, oldest first;
 //! [`LogStore::install_snapshot`] records one received from the leader and

@@ -5,36 +5,42 @@
 //! Layout, little-endian:
 //!
 //! ```text
-//! magic u32 | index u64 | term u64 | voters u32 | voter u64 × voters | crc32 u32 (of all before)
+//! magic u32 | index u64 | term u64 | len u32 | membership (len bytes) | crc32 u32 (of all before)
 //! ```
+//!
+//! The membership is [`Membership::encode`]'s form. Files of the first
+//! format (magic `SNP1`: a list of voter ids instead of the membership) are
+//! still read.
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::Path;
 
 use super::error::{io_err, StoreError};
-use crate::types::SnapshotMeta;
+use crate::types::{Membership, SnapshotMeta};
 
 /// The file's name in the store directory.
 pub(crate) const FILE_NAME: &str = "snapshot";
 /// The name it is written under before the rename.
 pub(crate) const TMP_FILE_NAME: &str = "snapshot.tmp";
 
-const MAGIC: u32 = 0x534e_5031;
-/// Bytes before the voters.
+/// `SNP2`: the membership as encoded bytes.
+const MAGIC: u32 = 0x534e_5032;
+/// `SNP1`: voter ids only.
+const MAGIC_V1: u32 = 0x534e_5031;
+/// Bytes before the membership (or the voters).
 const HEAD: usize = 24;
 /// More voters than any cluster has: a larger count is damage.
 const MAX_VOTERS: usize = 1 << 16;
 
 fn encode(meta: &SnapshotMeta) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(HEAD + 8 * meta.voters.len() + 4);
+    let membership = meta.membership.encode();
+    let mut buf = Vec::with_capacity(HEAD + membership.len() + 4);
     buf.extend_from_slice(&MAGIC.to_le_bytes());
     buf.extend_from_slice(&meta.index.to_le_bytes());
     buf.extend_from_slice(&meta.term.to_le_bytes());
-    buf.extend_from_slice(&(meta.voters.len() as u32).to_le_bytes());
-    for v in &meta.voters {
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
+    buf.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&membership);
     let crc = crc32fast::hash(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     buf
@@ -54,13 +60,17 @@ fn decode(buf: &[u8]) -> Result<SnapshotMeta, String> {
     if buf.len() < HEAD + 4 {
         return Err(format!("snapshot metadata is only {} bytes", buf.len()));
     }
-    if u32_at(0) != MAGIC {
-        return Err(format!("bad snapshot metadata magic {:#010x}", u32_at(0)));
-    }
+    let magic = u32_at(0);
     let count = u32_at(20) as usize;
-    if count > MAX_VOTERS || buf.len() != HEAD + 8 * count + 4 {
+    let body_len = match magic {
+        MAGIC => count,
+        MAGIC_V1 if count <= MAX_VOTERS => 8 * count,
+        MAGIC_V1 => usize::MAX,
+        _ => return Err(format!("bad snapshot metadata magic {magic:#010x}")),
+    };
+    if body_len == usize::MAX || buf.len() != HEAD + body_len + 4 {
         return Err(format!(
-            "snapshot metadata of {} bytes cannot hold {count} voters",
+            "snapshot metadata of {} bytes does not match its length field {count}",
             buf.len()
         ));
     }
@@ -71,10 +81,16 @@ fn decode(buf: &[u8]) -> Result<SnapshotMeta, String> {
             "snapshot metadata CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
         ));
     }
+    let membership = if magic == MAGIC {
+        Membership::decode(&buf[HEAD..body])?
+    } else {
+        let voters: Vec<u64> = (0..count).map(|i| u64_at(HEAD + 8 * i)).collect();
+        Membership::from_voters(&voters)
+    };
     Ok(SnapshotMeta {
         index: u64_at(4),
         term: u64_at(12),
-        voters: (0..count).map(|i| u64_at(HEAD + 8 * i)).collect(),
+        membership,
     })
 }
 
@@ -121,7 +137,7 @@ mod tests {
             SnapshotMeta {
                 index: 42,
                 term: 7,
-                voters: vec![1, 2, 3],
+                membership: Membership::from_voters(&[1, 2, 3]),
             },
         ] {
             assert_eq!(decode(&encode(&meta)), Ok(meta));
@@ -133,7 +149,7 @@ mod tests {
         let good = encode(&SnapshotMeta {
             index: 9,
             term: 2,
-            voters: vec![1, 5],
+            membership: Membership::from_voters(&[1, 5]),
         });
         for byte in 0..good.len() {
             let mut bad = good.clone();
@@ -141,5 +157,26 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip in byte {byte} went unnoticed");
         }
         assert!(decode(&good[..good.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_first_format_is_still_read() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&MAGIC_V1.to_le_bytes());
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        v1.extend_from_slice(&2u64.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode(&v1),
+            Ok(SnapshotMeta {
+                index: 9,
+                term: 2,
+                membership: Membership::from_voters(&[1, 5]),
+            })
+        );
     }
 }

@@ -25,7 +25,7 @@ fn meta(index: u64, term: u64) -> SnapshotMeta {
     SnapshotMeta {
         index,
         term,
-        voters: vec![1, 2, 3],
+        membership: crate::types::Membership::from_voters(&[1, 2, 3]),
     }
 }
 

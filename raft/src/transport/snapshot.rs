@@ -21,7 +21,7 @@ use tonic::{Status, Streaming};
 
 use crate::core::{Message, MessageBody};
 use crate::driver::snapshot_dir::{Current as SnapshotSource, SnapshotDir};
-use crate::types::{NodeId, SnapshotMeta};
+use crate::types::{Membership, NodeId, SnapshotMeta};
 
 /// Bytes of snapshot per chunk.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -82,7 +82,8 @@ pub(crate) async fn send(
         to,
         last_included_index: meta.index,
         last_included_term: meta.term,
-        voters: meta.voters.clone(),
+        voters: meta.membership.voters().collect(),
+        configuration: meta.membership.encode(),
         ..Default::default()
     };
     let reader = tokio::task::spawn_blocking(move || read_chunks(&path, header, tx));
@@ -268,10 +269,17 @@ async fn receive_into(
                     chunk.crc32
                 )));
             }
+            // A sender of the first version names the voters only.
+            let membership = if first.configuration.is_empty() {
+                Membership::from_voters(&first.voters)
+            } else {
+                Membership::decode(&first.configuration)
+                    .map_err(|why| bad(format!("snapshot membership: {why}")))?
+            };
             let meta = SnapshotMeta {
                 index: first.last_included_index,
                 term: first.last_included_term,
-                voters: first.voters.clone(),
+                membership,
             };
             return Ok((first.clone(), meta));
         }

@@ -8,13 +8,20 @@ use std::time::Duration;
 use resqlite_proto::client::admin_client::AdminClient;
 use resqlite_proto::client::admin_server::Admin;
 use resqlite_proto::client::{
-    MemberAddress, NodeStatusRequest, NodeStatusResponse, TransferLeaderRequest,
-    TransferLeaderResponse,
+    AddNodeRequest, MembershipResponse, NodeStatusRequest, NodeStatusResponse, PromoteNodeRequest,
+    RemoveNodeRequest, TransferLeaderRequest, TransferLeaderResponse,
 };
 use resqlite_raft::{NodeId, Role};
 use tonic::{Request, Response, Status};
 
 use super::Node;
+
+/// Metadata a node sets on a membership request it forwards to the
+/// leader, so that a node that is not the leader either never forwards it
+/// again (two nodes that each think the other leads would loop).
+const FORWARDED: &str = "x-resqlite-forwarded";
+/// How long a learner may take to catch up when the request names no limit.
+const DEFAULT_CATCH_UP: Duration = Duration::from_secs(600);
 
 /// How long a status question to another node may take.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,27 +55,32 @@ impl Node {
     /// This node's status as the Admin service reports it.
     pub fn node_status(&self) -> NodeStatusResponse {
         let s = self.raft.status();
-        let me = self.addrs.get(&s.id);
+        let membership = self.raft.membership();
+        let me = self.addrs_of(s.id);
+        // A follower that does not vote says why.
+        let role = match s.role {
+            Role::Follower if !membership.contains(s.id) => {
+                if membership.members.is_empty() {
+                    "joining"
+                } else {
+                    "not a member"
+                }
+            }
+            Role::Follower if !membership.is_voter(s.id) => "learner",
+            role => role_name(role),
+        };
         NodeStatusResponse {
             id: s.id,
-            client_addr: me.map(|a| a.client.clone()).unwrap_or_default(),
-            grpc_addr: me.map(|a| a.grpc.clone()).unwrap_or_default(),
-            role: role_name(s.role).to_string(),
+            client_addr: me.as_ref().map(|a| a.client.clone()).unwrap_or_default(),
+            grpc_addr: me.as_ref().map(|a| a.grpc.clone()).unwrap_or_default(),
+            role: role.to_string(),
             term: s.term,
             leader: s.leader.unwrap_or(0),
             commit_index: s.commit,
             applied_index: s.applied,
             last_log_index: s.last_index,
             snapshot_index: s.snapshot,
-            members: self
-                .addrs
-                .iter()
-                .map(|(&id, a)| MemberAddress {
-                    id,
-                    client_addr: a.client.clone(),
-                    grpc_addr: a.grpc.clone(),
-                })
-                .collect(),
+            members: self.member_addresses(),
         }
     }
 
@@ -91,9 +103,9 @@ impl Node {
         }
         let target = match to {
             Some(t) if t == me => return Ok(Some(me)),
-            Some(t) if !self.addrs.contains_key(&t) => {
+            Some(t) if !self.raft.membership().is_voter(t) => {
                 return Err(Status::invalid_argument(format!(
-                    "node {t} is not a member of this cluster"
+                    "node {t} is not a voter of this cluster"
                 )))
             }
             Some(t) => t,
@@ -129,8 +141,9 @@ impl Node {
     async fn most_caught_up_follower(&self) -> Option<NodeId> {
         let me = self.raft.id();
         let mut asks = tokio::task::JoinSet::new();
-        for (&id, a) in self.addrs.iter().filter(|(&id, _)| id != me) {
-            let grpc = a.grpc.clone();
+        let voters = self.members().into_iter().filter(|(_, m)| m.voter);
+        for (id, m) in voters.filter(|(id, _)| *id != me) {
+            let grpc = m.addrs.grpc;
             asks.spawn(async move { Some((peer_status(&grpc).await.ok()?.applied_index, id)) });
         }
         let mut best: Option<(u64, NodeId)> = None;
@@ -170,12 +183,124 @@ impl Admin for AdminService {
         let to = Some(request.into_inner().to).filter(|&t| t != 0);
         let leader = self.node.hand_over_leadership(to, TRANSFER_WAIT).await?;
         let leader_client_addr = leader
-            .and_then(|l| self.node.addrs.get(&l))
-            .map(|a| a.client.clone())
+            .and_then(|l| self.node.addrs_of(l))
+            .map(|a| a.client)
             .unwrap_or_default();
         Ok(Response::new(TransferLeaderResponse {
             leader: leader.unwrap_or(0),
             leader_client_addr,
         }))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        if let Some(client) = self.leader_client(&request).await? {
+            return forward(
+                request,
+                |mut c, r| async move { c.add_node(r).await },
+                client,
+            )
+            .await;
+        }
+        let r = request.into_inner();
+        self.node
+            .add_node(super::AddNode {
+                id: r.id,
+                grpc: r.grpc_addr,
+                client: r.client_addr,
+                voter: r.voter,
+                empty: r.empty,
+                catch_up: catch_up_timeout(r.catch_up_timeout_ms),
+            })
+            .await?;
+        Ok(Response::new(
+            self.node.membership_answer(self.node.raft().leader()),
+        ))
+    }
+
+    async fn promote_node(
+        &self,
+        request: Request<PromoteNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        if let Some(client) = self.leader_client(&request).await? {
+            let call = |mut c: AdminClient<tonic::transport::Channel>, r| async move {
+                c.promote_node(r).await
+            };
+            return forward(request, call, client).await;
+        }
+        let r = request.into_inner();
+        self.node
+            .promote_node(r.id, catch_up_timeout(r.catch_up_timeout_ms))
+            .await?;
+        Ok(Response::new(
+            self.node.membership_answer(self.node.raft().leader()),
+        ))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        if let Some(client) = self.leader_client(&request).await? {
+            let call = |mut c: AdminClient<tonic::transport::Channel>, r| async move {
+                c.remove_node(r).await
+            };
+            return forward(request, call, client).await;
+        }
+        let leader = self.node.remove_node(request.into_inner().id).await?;
+        Ok(Response::new(self.node.membership_answer(leader)))
+    }
+}
+
+impl AdminService {
+    /// `None` when this node leads and serves the request itself; else a
+    /// client to the leader to forward it to. A request that was already
+    /// forwarded once is refused instead.
+    async fn leader_client<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+        if self.node.leads() {
+            return Ok(None);
+        }
+        if request.metadata().contains_key(FORWARDED) {
+            return Err(self.node.not_leader());
+        }
+        let Some(grpc) = self.node.leader_grpc() else {
+            return Err(Status::unavailable(
+                "no leader is known right now; retry in a moment",
+            ));
+        };
+        let client = AdminClient::connect(format!("http://{grpc}"))
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot reach the leader at {grpc}: {e}")))?;
+        Ok(Some(client))
+    }
+}
+
+/// Sends `request` on to the leader through `client` and returns its answer.
+async fn forward<T, R, F, Fut>(
+    request: Request<T>,
+    call: F,
+    client: AdminClient<tonic::transport::Channel>,
+) -> Result<Response<R>, Status>
+where
+    F: FnOnce(AdminClient<tonic::transport::Channel>, Request<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<R>, Status>>,
+{
+    let mut onward = Request::new(request.into_inner());
+    onward
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    call(client, onward).await
+}
+
+fn catch_up_timeout(ms: u64) -> Duration {
+    if ms == 0 {
+        DEFAULT_CATCH_UP
+    } else {
+        Duration::from_millis(ms)
     }
 }

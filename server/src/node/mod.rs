@@ -5,6 +5,7 @@
 
 mod admin_service;
 mod client_service;
+mod membership;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use resqlite_wire::{Description, Executor, NodeRole, Outcome, Session, SqlError,
 
 pub use admin_service::{peer_status, role_name, AdminService, TRANSFER_WAIT};
 pub use client_service::ClientCommandService;
+pub use membership::{AddNode, MemberView};
 
 use crate::sql::{self, sqlstate, Class};
 use crate::store::{self, ReadPool, SqliteStateMachine};
@@ -32,8 +34,10 @@ pub struct PeerAddrs {
 pub struct Node {
     raft: RaftNode<SqliteStateMachine>,
     reads: ReadPool,
-    /// Every node's addresses, this one included.
-    addrs: BTreeMap<NodeId, PeerAddrs>,
+    /// Addresses from this node's own flags: itself and the members the
+    /// cluster was started with. The log's configuration names the rest
+    /// (see [`Node::members`]).
+    configured: BTreeMap<NodeId, PeerAddrs>,
     /// Classes of recently seen statement texts.
     classes: sql::ClassifyCache,
 }
@@ -43,22 +47,24 @@ const CLASSIFY_CACHE_SIZE: usize = 1024;
 
 impl Node {
     /// Wraps a started Raft node and the read pool on the same database.
+    /// `configured` holds the addresses this node knows from its flags: its
+    /// own and those of the members the cluster was started with.
     pub fn new(
         raft: RaftNode<SqliteStateMachine>,
         reads: ReadPool,
-        addrs: BTreeMap<NodeId, PeerAddrs>,
+        configured: BTreeMap<NodeId, PeerAddrs>,
     ) -> Arc<Self> {
         Arc::new(Node {
             raft,
             reads,
-            addrs,
+            configured,
             classes: sql::ClassifyCache::new(CLASSIFY_CACHE_SIZE),
         })
     }
 
-    /// How many nodes the cluster has, this one included.
-    pub fn member_count(&self) -> usize {
-        self.addrs.len()
+    /// How many voters the configuration in force has.
+    pub fn voter_count(&self) -> usize {
+        self.raft.membership().voters().count()
     }
 
     /// The Raft node underneath.
@@ -70,7 +76,7 @@ impl Node {
     /// address when one is known (25006), otherwise "retry" (57P03).
     pub fn redirect(&self, leader: Option<NodeId>) -> SqlError {
         let leader = leader.filter(|&l| l != self.raft.id());
-        match leader.and_then(|l| self.addrs.get(&l)) {
+        match leader.and_then(|l| self.addrs_of(l)) {
             Some(addrs) => SqlError {
                 sqlstate: sqlstate::READ_ONLY_SQL_TRANSACTION.to_string(),
                 message: format!("not the leader; leader: {}", addrs.client),
@@ -86,7 +92,7 @@ impl Node {
     /// The leader's gRPC address, if known and not this node.
     pub fn leader_grpc(&self) -> Option<String> {
         let leader = self.raft.leader().filter(|&l| l != self.raft.id())?;
-        self.addrs.get(&leader).map(|a| a.grpc.clone())
+        self.addrs_of(leader).map(|a| a.grpc)
     }
 
     fn propose_error(&self, e: ProposeError) -> SqlError {
@@ -108,6 +114,10 @@ impl Node {
                 "58030",
                 format!("the node stopped after a storage failure: {why}"),
             ),
+            // Only membership changes, never SQL, are refused these ways.
+            ProposeError::ChangeInProgress(why) | ProposeError::InvalidChange(why) => {
+                SqlError::new(sqlstate::CANNOT_CONNECT_NOW, why)
+            }
         }
     }
 

@@ -46,6 +46,14 @@ struct Writer {
 impl SqliteStateMachine {
     /// Opens (or creates) the database at `path`, in WAL mode.
     pub fn open(path: &Path) -> rusqlite::Result<Self> {
+        snapshot::discard_staged(path).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!(
+                    "cannot remove an unfinished restore next to the database: {e}"
+                )),
+            )
+        })?;
         let w = open_writer(path)?;
         Ok(SqliteStateMachine {
             conn: w.conn,

@@ -120,6 +120,18 @@ pub(super) fn stage(snapshot: &Path, db_path: &Path, index: u64) -> Result<PathB
     Ok(staged)
 }
 
+/// Removes a staged file left by a crash before [`swap_in`]: the restore
+/// it belonged to starts over from the snapshot file at the next start.
+pub(super) fn discard_staged(db_path: &Path) -> io::Result<()> {
+    let staged = sibling(db_path, ".restore");
+    match fs::remove_file(&staged) {
+        Ok(()) => tracing::info!(path = %staged.display(), "removed an unfinished restore"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    remove_sidecars(&staged)
+}
+
 /// Puts the staged file in the place of the database at `db_path`, whose
 /// writer must be closed. The old WAL goes first: its frames would
 /// otherwise be replayed onto the new file.

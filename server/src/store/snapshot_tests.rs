@@ -233,3 +233,19 @@ fn snapshot_of_a_million_rows() {
          longest_write_baseline={baseline:?}"
     );
 }
+
+#[test]
+fn a_restore_left_unfinished_by_a_crash_is_removed_at_open() {
+    let (dir, sm) = filled(2);
+    let db = dir.path().join("db.sqlite");
+    let before = contents(&db);
+    drop(sm);
+    let staged = dir.path().join("db.sqlite.restore");
+    std::fs::write(&staged, b"half a copy").unwrap();
+    std::fs::write(dir.path().join("db.sqlite.restore-wal"), b"x").unwrap();
+    let sm = SqliteStateMachine::open(&db).unwrap();
+    assert!(!staged.exists());
+    assert!(!dir.path().join("db.sqlite.restore-wal").exists());
+    assert_eq!(contents(&db), before);
+    drop(sm);
+}

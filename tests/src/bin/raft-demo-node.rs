@@ -123,6 +123,10 @@ impl ClientService {
                 "the write was overwritten by a new leader and not applied; retry it".to_string(),
                 String::new(),
             ),
+            // This demo never changes its membership.
+            ProposeError::ChangeInProgress(why) | ProposeError::InvalidChange(why) => {
+                ("55000", why, String::new())
+            }
             ProposeError::Shutdown => (
                 "57P01",
                 "the node is shutting down; use another node".to_string(),
