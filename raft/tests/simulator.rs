@@ -2,7 +2,8 @@
 //! `docs/testing.md`).
 //!
 //! - `cargo test -p resqlite-raft --test simulator` runs the default seeds
-//!   for 3 and for 5 nodes.
+//!   for 3 and for 5 nodes, and for clusters whose membership changes
+//!   (`membership`: starting from 3 voters).
 //! - `RESQLITE_SIM_SEEDS=N` runs N seeds per cluster size;
 //!   `RESQLITE_SIM_SEED_START=S` starts at seed S (to explore new seeds);
 //!   `RESQLITE_SIM_STEPS=K` runs K chaos events per seed;
@@ -20,6 +21,9 @@ use sim::{Options, Stats};
 
 /// Seeds per cluster size when `RESQLITE_SIM_SEEDS` is not set.
 const DEFAULT_SEEDS: u64 = 1500;
+/// Seeds of the membership scenario when `RESQLITE_SIM_SEEDS` is not set
+/// (fewer: each runs up to 13 nodes).
+const DEFAULT_MEMBERSHIP_SEEDS: u64 = 700;
 /// Chaos events per seed when `RESQLITE_SIM_STEPS` is not set.
 const DEFAULT_STEPS: u64 = 4000;
 /// Trace lines shown with a failure.
@@ -33,16 +37,22 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
-/// Runs the configured seeds on a cluster of `nodes`; panics with a replay
-/// command on the first failure.
-fn run_seeds(nodes: usize, test: &str) -> (u64, Stats) {
+/// Runs the configured seeds on a cluster of `nodes` (whose membership an
+/// operator changes if `membership`); panics with a replay command on the
+/// first failure.
+fn run_seeds(nodes: usize, membership: bool, test: &str) -> (u64, Stats) {
     let steps = env_u64("RESQLITE_SIM_STEPS").unwrap_or(DEFAULT_STEPS);
     let echo = std::env::var_os("RESQLITE_SIM_TRACE").is_some();
     let seeds: Vec<u64> = match env_u64("RESQLITE_SEED") {
         Some(seed) => vec![seed],
         None => {
             let start = env_u64("RESQLITE_SIM_SEED_START").unwrap_or(0);
-            let count = env_u64("RESQLITE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
+            let default = if membership {
+                DEFAULT_MEMBERSHIP_SEEDS
+            } else {
+                DEFAULT_SEEDS
+            };
+            let count = env_u64("RESQLITE_SIM_SEEDS").unwrap_or(default);
             (start..start + count).collect()
         }
     };
@@ -54,6 +64,7 @@ fn run_seeds(nodes: usize, test: &str) -> (u64, Stats) {
         let opts = Options {
             seed,
             nodes,
+            membership,
             steps,
             trace_tail: 0,
             echo,
@@ -69,6 +80,10 @@ fn run_seeds(nodes: usize, test: &str) -> (u64, Stats) {
                 total.compactions += stats.compactions;
                 total.snapshots_installed += stats.snapshots_installed;
                 total.recovery_time = total.recovery_time.max(stats.recovery_time);
+                total.changes_proposed += stats.changes_proposed;
+                total.changes_committed += stats.changes_committed;
+                total.joins += stats.joins;
+                total.leader_removals += stats.leader_removals;
             }
             Err(first) if keep_going => {
                 eprintln!(
@@ -98,6 +113,7 @@ fn run_seeds(nodes: usize, test: &str) -> (u64, Stats) {
     eprintln!(
         "{test}: {} seeds, {} steps, {} leaders elected, {} entries committed, {} crashes, \
          {} reads confirmed, {} messages, {} compactions, {} snapshots installed, \
+         {} membership changes proposed ({} of the leader), {} committed, {} nodes joined, \
          slowest recovery {} time units, in {:.1?}",
         seeds.len(),
         total.steps,
@@ -108,6 +124,10 @@ fn run_seeds(nodes: usize, test: &str) -> (u64, Stats) {
         total.messages,
         total.compactions,
         total.snapshots_installed,
+        total.changes_proposed,
+        total.leader_removals,
+        total.changes_committed,
+        total.joins,
         total.recovery_time,
         began.elapsed()
     );
@@ -141,22 +161,42 @@ fn assert_exercised(seeds: u64, total: &Stats) {
 
 #[test]
 fn three_nodes() {
-    let (seeds, total) = run_seeds(3, "three_nodes");
+    let (seeds, total) = run_seeds(3, false, "three_nodes");
     assert_exercised(seeds, &total);
 }
 
 #[test]
 fn five_nodes() {
-    let (seeds, total) = run_seeds(5, "five_nodes");
+    let (seeds, total) = run_seeds(5, false, "five_nodes");
     assert_exercised(seeds, &total);
+}
+
+/// Three voters to start with; an operator adds, promotes and removes
+/// members (the leader too) under the same faults.
+#[test]
+fn membership() {
+    let (seeds, total) = run_seeds(3, true, "membership");
+    assert_exercised(seeds, &total);
+    if seeds >= 20 {
+        assert!(
+            total.changes_committed >= 2 * seeds,
+            "too few membership changes committed: {total:?}"
+        );
+        assert!(total.joins >= seeds, "too few nodes joined: {total:?}");
+        assert!(
+            total.leader_removals >= seeds / 4,
+            "too few removals of the leader: {total:?}"
+        );
+    }
 }
 
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in [7, 8] {
+    for (seed, membership) in [(7, false), (8, false), (7, true)] {
         let opts = Options {
             seed,
             nodes: 3,
+            membership,
             steps: 1000,
             trace_tail: 0,
             echo: false,
@@ -172,6 +212,7 @@ fn a_seed_replays_exactly() {
     let a = sim::run(&Options {
         seed: 7,
         nodes: 3,
+        membership: false,
         steps: 1000,
         trace_tail: 0,
         echo: false,
@@ -179,6 +220,7 @@ fn a_seed_replays_exactly() {
     let b = sim::run(&Options {
         seed: 8,
         nodes: 3,
+        membership: false,
         steps: 1000,
         trace_tail: 0,
         echo: false,

@@ -19,13 +19,25 @@
 //!   known anywhere when the read was asked for;
 //! - snapshots: a snapshot covers only committed entries, its metadata
 //!   names the committed entry at its index, and its state equals the
-//!   state every node applied up to that index.
+//!   state every node applied up to that index, and its membership is the
+//!   committed configuration in force at that index;
+//! - membership: a node becomes leader only as a voter of the configuration
+//!   in force on it; the configuration in force on every node is the
+//!   newest in its log (or its snapshot's, or the one it was started
+//!   with); plus the checks of [`ConfigHistory`].
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use resqlite_raft::{Entry, Message, MessageBody, NodeId, ReadState, Role, SnapshotMeta, Status};
+use resqlite_raft::{
+    Entry, EntryKind, Membership, Message, MessageBody, NodeId, ReadState, Role, SnapshotMeta,
+    Status,
+};
+
+use super::configs::{CommittedTerms, ConfigHistory};
+use super::log_view::chain;
+pub use super::log_view::{entry_hash, verify_view, LogView};
 
 /// A broken property: which one and the facts that break it.
 #[derive(Clone, Debug)]
@@ -52,62 +64,6 @@ fn fail<T>(invariant: &'static str, detail: String) -> Result<T, Violation> {
     Err(Violation::new(invariant, detail))
 }
 
-/// A stable 64-bit hash of one entry (index, term, kind and payload).
-pub fn entry_hash(e: &Entry) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let head = [e.index.to_le_bytes(), e.term.to_le_bytes()];
-    let kind = [e.kind.code()];
-    for &b in head.iter().flatten().chain(&kind).chain(e.data.iter()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// The hash of a log prefix ending with an entry whose hash is `entry`.
-fn chain(prev: u64, entry: u64) -> u64 {
-    let mut z = prev.rotate_left(23) ^ entry ^ 0x9e37_79b9_7f4a_7c15;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A node's log as the core reported it through `Ready::entries`: the term
-/// and the prefix hash at each index.
-#[derive(Debug, Default)]
-pub struct LogView {
-    terms: Vec<u64>,
-    prefix: Vec<u64>,
-}
-
-impl LogView {
-    pub fn len(&self) -> u64 {
-        self.terms.len() as u64
-    }
-
-    pub fn last_term(&self) -> u64 {
-        self.terms.last().copied().unwrap_or(0)
-    }
-
-    /// Term of the entry at `index` (0 for index 0).
-    fn term(&self, index: u64) -> u64 {
-        if index == 0 {
-            0
-        } else {
-            self.terms[index as usize - 1]
-        }
-    }
-
-    /// Hash of the log up to and including `index` (0 for the empty prefix).
-    pub fn prefix(&self, index: u64) -> u64 {
-        if index == 0 {
-            0
-        } else {
-            self.prefix[index as usize - 1]
-        }
-    }
-}
-
 /// The committed log as observed so far: one record per index.
 #[derive(Clone, Copy, Debug)]
 struct Committed {
@@ -127,6 +83,10 @@ pub struct Seen {
     pub role: Role,
     pub term: u64,
     pub commit: u64,
+    /// Index of the configuration in force and the view's configuration
+    /// generation, as last checked (None: compare the memberships in full
+    /// at the next event).
+    pub config_at: Option<(u64, u64)>,
 }
 
 impl Seen {
@@ -135,6 +95,7 @@ impl Seen {
             role: Role::Follower,
             term: 0,
             commit: 0,
+            config_at: None,
         }
     }
 }
@@ -146,7 +107,7 @@ pub struct CheckStats {
     pub reads_confirmed: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Checker {
     /// term → its leader.
     leaders: BTreeMap<u64, NodeId>,
@@ -160,10 +121,39 @@ pub struct Checker {
     applied: Vec<u64>,
     /// Read ctx → (node asked, commit index known when it was asked).
     reads: BTreeMap<u64, (NodeId, u64)>,
+    /// Every configuration appended, and the committed ones.
+    pub history: ConfigHistory,
     pub stats: CheckStats,
 }
 
+/// The committed log's terms, for [`ConfigHistory`].
+struct CommittedLog<'a>(&'a [Committed]);
+
+impl CommittedTerms for CommittedLog<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn entry_term(&self, index: u64) -> u64 {
+        self.0[index as usize - 1].entry_term
+    }
+}
+
 impl Checker {
+    /// A checker for a cluster started with `started_with`.
+    pub fn new(started_with: Membership) -> Self {
+        Checker {
+            leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            histories: HashMap::new(),
+            committed: Vec::new(),
+            applied: Vec::new(),
+            reads: BTreeMap::new(),
+            history: ConfigHistory::new(started_with),
+            stats: CheckStats::default(),
+        }
+    }
+
     /// How many entries are known committed.
     pub fn committed_len(&self) -> u64 {
         self.committed.len() as u64
@@ -199,7 +189,52 @@ impl Checker {
         }
         view.terms.truncate(first.index as usize - 1);
         view.prefix.truncate(first.index as usize - 1);
+        view.configs.retain(|(i, _)| *i < first.index);
+        view.config_gen += 1;
         self.extend_log(node, view, entries)
+    }
+
+    /// `node` restarts with `durable_term` on its disk. A term above it
+    /// in which it led never reached its disk: a lone voter wins before
+    /// its vote is written, and a crash then undoes the whole leadership.
+    /// The core lets nothing of such a term leave the node before the
+    /// term is durable, so nobody else may hold an entry of it: checked
+    /// here against `others`. Then the term is free again (the node may
+    /// win it anew, with other entries), so its records are dropped.
+    pub fn void_terms_never_durable(
+        &mut self,
+        node: NodeId,
+        durable_term: u64,
+        others: &[(NodeId, &LogView)],
+    ) -> Result<(), Violation> {
+        let voided: Vec<u64> = self
+            .leaders
+            .range(durable_term + 1..)
+            .filter(|(_, &l)| l == node)
+            .map(|(&t, _)| t)
+            .collect();
+        for &term in &voided {
+            if let Some((other, _)) = others.iter().find(|(_, v)| v.terms.contains(&term)) {
+                return fail(
+                    "durable term",
+                    format!(
+                        "node {other} holds entries of term {term}, led by node {node}, which \
+                         restarted without that term on its disk"
+                    ),
+                );
+            }
+            if self.committed.iter().any(|c| c.entry_term == term) {
+                return fail(
+                    "durable term",
+                    format!("an entry of term {term} committed before the term was durable"),
+                );
+            }
+            self.leaders.remove(&term);
+        }
+        if !voided.is_empty() {
+            self.histories.retain(|(_, t), _| !voided.contains(t));
+        }
+        Ok(())
     }
 
     /// A restarted node's log is exactly its disk: its snapshot, then its
@@ -225,6 +260,9 @@ impl Checker {
     ) -> Result<(), Violation> {
         view.terms.clear();
         view.prefix.clear();
+        view.configs.clear();
+        view.base = view.started_with.clone();
+        view.config_gen += 1;
         let Some(meta) = snapshot else {
             return Ok(());
         };
@@ -252,6 +290,40 @@ impl Checker {
         }
         view.terms.extend(covered.iter().map(|c| c.entry_term));
         view.prefix.extend(covered.iter().map(|c| c.prefix));
+        self.check_snapshot_membership(node, meta, None)?;
+        if !meta.membership.members.is_empty() {
+            view.base = meta.membership.clone();
+        }
+        Ok(())
+    }
+
+    /// A snapshot names the committed configuration in force at its index
+    /// (`view`: that of the node that just took it, whose commit index the
+    /// checker may not have seen yet; its log up to there is committed).
+    pub fn check_snapshot_membership(
+        &self,
+        node: NodeId,
+        meta: &SnapshotMeta,
+        view: Option<&LogView>,
+    ) -> Result<(), Violation> {
+        let expected = match view {
+            Some(v) => v.in_force_at(meta.index),
+            None => self.history.committed_at(meta.index),
+        };
+        if !meta.membership.members.is_empty() && &meta.membership != expected {
+            return fail(
+                "snapshot",
+                format!(
+                    "node {node}: snapshot at {} names voters {:?} learners {:?}, but the \
+                     committed configuration there has voters {:?} learners {:?}",
+                    meta.index,
+                    meta.membership.voters().collect::<Vec<_>>(),
+                    meta.membership.learners().collect::<Vec<_>>(),
+                    expected.voters().collect::<Vec<_>>(),
+                    expected.learners().collect::<Vec<_>>()
+                ),
+            );
+        }
         Ok(())
     }
 
@@ -311,9 +383,36 @@ impl Checker {
             let prefix = chain(view.prefix(view.len()), entry_hash(e));
             view.terms.push(e.term);
             view.prefix.push(prefix);
+            let config = if e.kind == EntryKind::Config {
+                match Membership::decode(&e.data) {
+                    Ok(m) => Some(m),
+                    Err(why) => {
+                        return fail(
+                            "membership",
+                            format!(
+                                "node {node}: configuration entry {} is garbled: {why}",
+                                e.index
+                            ),
+                        )
+                    }
+                }
+            } else {
+                None
+            };
             match self.histories.entry((e.index, e.term)) {
                 Slot::Vacant(slot) => {
                     slot.insert(prefix);
+                    if let Some(m) = &config {
+                        let log = CommittedLog(&self.committed);
+                        self.history.on_appended(
+                            node,
+                            e.index,
+                            e.term,
+                            m,
+                            view.in_force(),
+                            &log,
+                        )?;
+                    }
                 }
                 Slot::Occupied(slot) if *slot.get() != prefix => {
                     return fail(
@@ -326,6 +425,10 @@ impl Checker {
                     );
                 }
                 Slot::Occupied(_) => {}
+            }
+            if let Some(m) = config {
+                view.configs.push((e.index, m));
+                view.config_gen += 1;
             }
         }
         Ok(())
@@ -359,14 +462,36 @@ impl Checker {
 
     /// Checks a node's state after an event. `restarted`: the core was just
     /// rebuilt from disk (its commit index is its applied index).
+    /// `in_force`: the configuration the core says is in force, and the
+    /// index of the entry that set it.
     pub fn observe(
         &mut self,
         st: &Status,
+        in_force: (&Membership, u64),
         view: &LogView,
         seen: &mut Seen,
         restarted: bool,
     ) -> Result<(), Violation> {
         let node = st.id;
+        let expected_index = view.in_force_index(st.snapshot);
+        // Memberships are compared in full only when the index moved (the
+        // comparison costs more than the rest of the checks in debug).
+        let moved = seen.config_at != Some((in_force.1, view.config_gen));
+        if in_force.1 != expected_index || (moved && in_force.0 != view.in_force()) {
+            return fail(
+                "configuration in force",
+                format!(
+                    "node {node} has members {:?} (voters {:?}) set at index {} in force, but \
+                     the newest configuration of its log is {:?} (voters {:?}) set at {}",
+                    in_force.0.members.keys().collect::<Vec<_>>(),
+                    in_force.0.voters().collect::<Vec<_>>(),
+                    in_force.1,
+                    view.in_force().members.keys().collect::<Vec<_>>(),
+                    view.in_force().voters().collect::<Vec<_>>(),
+                    expected_index
+                ),
+            );
+        }
         if st.last_index != view.len() || st.last_term != view.last_term() {
             return fail(
                 "ready contract",
@@ -406,6 +531,23 @@ impl Checker {
                 Some(_) => {}
             }
             if seen.role != Role::Leader || seen.term != st.term {
+                // A node whose own removal is not committed may still lead
+                // (it votes in the committed configuration): it commits the
+                // removal and hands over.
+                let committed = view.in_force_at(st.commit);
+                if !in_force.0.is_voter(node) && !committed.is_voter(node) {
+                    return fail(
+                        "leader is a voter",
+                        format!(
+                            "node {node} became leader of term {} but is a voter neither of the \
+                             configuration in force on it (voters {:?}) nor of the committed one \
+                             (voters {:?})",
+                            st.term,
+                            in_force.0.voters().collect::<Vec<_>>(),
+                            committed.voters().collect::<Vec<_>>()
+                        ),
+                    );
+                }
                 self.check_leader_completeness(st, view)?;
             }
         }
@@ -425,6 +567,7 @@ impl Checker {
             role: st.role,
             term: st.term,
             commit: st.commit,
+            config_at: Some((in_force.1, view.config_gen)),
         };
         Ok(())
     }
@@ -480,6 +623,15 @@ impl Checker {
                 term: st.term,
                 entry_term: view.term(index),
             });
+        }
+        if commit > known {
+            let newly = view
+                .configs
+                .iter()
+                .filter(|(i, _)| *i > known && *i <= commit);
+            for (index, m) in newly {
+                self.history.on_committed(*index, m.clone());
+            }
         }
         if live {
             let mut i = commit as usize;
@@ -580,33 +732,4 @@ impl Checker {
     pub fn forget_reads(&mut self, node: NodeId) {
         self.reads.retain(|_, (asked, _)| *asked != node);
     }
-}
-
-/// Compares a whole log, whose entries start after `offset`, with the view
-/// built from Ready (slow; used rarely).
-pub fn verify_view<'a>(
-    view: &LogView,
-    offset: u64,
-    entries: impl Iterator<Item = Option<&'a Entry>>,
-) -> Result<(), String> {
-    if offset > view.len() {
-        return Err(format!(
-            "the log starts after {offset} but the view ends at {}",
-            view.len()
-        ));
-    }
-    let mut prev = view.prefix(offset);
-    for (i, e) in entries.enumerate() {
-        let index = offset + i as u64 + 1;
-        let Some(e) = e else {
-            return Err(format!("the core has no entry at {index}"));
-        };
-        prev = chain(prev, entry_hash(e));
-        if index > view.len() || view.prefix(index) != prev {
-            return Err(format!(
-                "entry {index} differs from what the core reported through Ready"
-            ));
-        }
-    }
-    Ok(())
 }

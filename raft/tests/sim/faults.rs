@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use rand::Rng;
-use resqlite_raft::{EntryKind, Persisted, Raft, Role};
+use resqlite_raft::{EntryKind, NodeId, Persisted, Raft, Role};
 
-use super::checker::{entry_hash, Seen, Violation};
+use super::checker::{entry_hash, LogView, Seen, Violation};
 use super::{Event, Sim, TICK};
 
 impl Sim {
@@ -87,7 +87,7 @@ impl Sim {
                 }
                 format!("power loss {down:?}")
             }
-            60..=64 => match self.pick(|s, i| !s.nodes[i].alive()) {
+            60..=64 => match self.pick(|s, i| s.nodes[i].restartable()) {
                 Some(node) => {
                     self.restart(node)?;
                     format!("early restart n{}", node + 1)
@@ -213,6 +213,17 @@ impl Sim {
     /// Builds a fresh core from what the disk and the state machine hold.
     pub(super) fn restart(&mut self, n: usize) -> Result<(), Violation> {
         let cfg = self.config(n);
+        {
+            let others: Vec<(NodeId, &LogView)> = self
+                .nodes
+                .iter()
+                .filter(|o| o.id != self.nodes[n].id)
+                .map(|o| (o.id, &o.view))
+                .collect();
+            let (id, durable) = (self.nodes[n].id, self.nodes[n].disk.hard_state.term);
+            self.checker
+                .void_terms_never_durable(id, durable, &others)?;
+        }
         let node = &mut self.nodes[n];
         let snapshot = node.disk.snapshot.clone();
         if let Some(file) = &snapshot {
@@ -237,6 +248,7 @@ impl Sim {
             )
         })?;
         node.core = Some(core);
+        node.in_use = true;
         node.life += 1;
         node.seen = Seen::fresh();
         self.checker
@@ -249,11 +261,24 @@ impl Sim {
     }
 
     /// Liveness phase: keep a probe proposal at the current leader until it
-    /// is applied on every node while exactly one node leads.
+    /// is applied on every member of its configuration while exactly one
+    /// node leads. The operator shuts down removed nodes as soon as their
+    /// removal is committed.
     pub(super) fn probe(&mut self) -> Result<(), Violation> {
-        if let Some((index, _, hash)) = self.probe {
+        self.retire_removed(false);
+        let leader = (0..self.nodes.len())
+            .filter_map(|i| {
+                let st = self.nodes[i].core.as_ref()?.status();
+                (st.role == Role::Leader).then_some((st.term, i))
+            })
+            .max();
+        if let (Some((index, _, hash)), Some((_, l))) = (self.probe, leader) {
+            let core = self.nodes[l].core.as_ref().expect("a leader is alive");
+            let members = &core.membership().members;
             let everywhere = self.checker.applied_at(index) == Some(hash)
-                && self.nodes.iter().all(|nd| nd.applied() >= index);
+                && members
+                    .keys()
+                    .all(|&id| self.nodes[id as usize - 1].applied() >= index);
             let leaders = (0..self.nodes.len())
                 .filter(|&i| self.role(i) == Some(Role::Leader))
                 .count();
@@ -262,12 +287,6 @@ impl Sim {
                 return Ok(());
             }
         }
-        let leader = (0..self.nodes.len())
-            .filter_map(|i| {
-                let st = self.nodes[i].core.as_ref()?.status();
-                (st.role == Role::Leader).then_some((st.term, i))
-            })
-            .max();
         if let Some((term, l)) = leader {
             let core = self.nodes[l].core.as_mut().expect("a leader is alive");
             let lost = match self.probe {

@@ -8,13 +8,19 @@
 //! leadership transfers) while nodes snapshot and compact their logs at
 //! random points, so lagging nodes catch up by InstallSnapshot; the
 //! [`checker`] checks Raft's safety properties
-//! after every event. A liveness phase then heals everything and requires
-//! a leader and a proposal committed on every node within a bounded time.
+//! after every event. With [`Options::membership`], an operator also adds
+//! new nodes as learners, promotes them and removes members, the leader
+//! included (see [`operator`]), under the same faults. A liveness phase
+//! then heals everything and requires a leader and a proposal committed on
+//! every member within a bounded time.
 
 mod checker;
+mod configs;
 mod faults;
+mod log_view;
 mod network;
 mod node;
+mod operator;
 mod params;
 mod ready;
 mod trace;
@@ -25,7 +31,7 @@ use std::rc::Rc;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use resqlite_raft::{Config, Message, MessageBody, NodeId};
+use resqlite_raft::{Config, Membership, Message, MessageBody, NodeId};
 
 pub use self::checker::Violation;
 use self::checker::{verify_view, Checker};
@@ -38,7 +44,10 @@ use self::trace::Trace;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub seed: u64,
+    /// Voters the cluster starts with.
     pub nodes: usize,
+    /// Let an operator change the membership (add, promote, remove).
+    pub membership: bool,
     /// Events in the chaos phase.
     pub steps: u64,
     /// Trace lines kept for the failure report (0: no trace).
@@ -63,6 +72,14 @@ pub struct Stats {
     pub snapshots_installed: u64,
     /// Simulated time from the heal to the first proposal applied everywhere.
     pub recovery_time: u64,
+    /// Membership changes the leader accepted.
+    pub changes_proposed: u64,
+    /// Configuration entries committed.
+    pub changes_committed: u64,
+    /// Nodes that joined (started empty, added as learners).
+    pub joins: u64,
+    /// Removals of the leader that proposed them, accepted.
+    pub leader_removals: u64,
     /// A hash of every event processed, in order.
     pub digest: u64,
 }
@@ -148,6 +165,8 @@ enum Event {
     /// Clients propose and read (or, in the liveness phase, the probe).
     Client,
     Fault,
+    /// The operator changes the membership.
+    Operator,
 }
 
 pub(crate) struct Sim {
@@ -175,7 +194,15 @@ pub(crate) struct Sim {
     snapshots_installed: u64,
     recovery_time: u64,
     digest: u64,
+    /// The operator runs (membership changes).
+    membership: bool,
+    changes_proposed: u64,
+    joins: u64,
+    leader_removals: u64,
 }
+
+/// Nodes an operator may add in one run (each with a new id).
+const MAX_JOINS: usize = 10;
 
 impl Sim {
     fn new(opts: &Options) -> Self {
@@ -183,18 +210,30 @@ impl Sim {
         let mut rng = SmallRng::seed_from_u64(
             opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ opts.nodes as u64,
         );
-        let params = Params::draw(&mut rng, opts.nodes);
+        let slots = opts.nodes + if opts.membership { MAX_JOINS } else { 0 };
+        let params = Params::draw(&mut rng, slots);
+        let initial: Vec<NodeId> = (1..=opts.nodes as NodeId).collect();
+        let nodes = (1..=slots as NodeId)
+            .map(|id| {
+                let voters = if id <= opts.nodes as NodeId {
+                    initial.clone()
+                } else {
+                    Vec::new()
+                };
+                SimNode::new(id, voters)
+            })
+            .collect();
         Sim {
             seed: opts.seed,
-            net: Network::new(opts.nodes, TICK),
+            net: Network::new(slots, TICK),
             rng,
             params,
             now: 0,
             seq: 0,
             step: 0,
             queue: BTreeMap::new(),
-            nodes: (1..=opts.nodes as NodeId).map(SimNode::new).collect(),
-            checker: Checker::default(),
+            nodes,
+            checker: Checker::new(Membership::from_voters(&initial)),
             trace: Trace::new(opts.trace_tail, opts.echo),
             chaos: true,
             next_ctx: 1,
@@ -207,6 +246,10 @@ impl Sim {
             snapshots_installed: 0,
             recovery_time: 0,
             digest: 0,
+            membership: opts.membership,
+            changes_proposed: 0,
+            joins: 0,
+            leader_removals: 0,
         }
     }
 
@@ -222,6 +265,10 @@ impl Sim {
             compactions: self.compactions,
             snapshots_installed: self.snapshots_installed,
             recovery_time: self.recovery_time,
+            changes_proposed: self.changes_proposed,
+            changes_committed: self.checker.history.committed_count(),
+            joins: self.joins,
+            leader_removals: self.leader_removals,
             digest: self.digest,
         }
     }
@@ -233,10 +280,7 @@ impl Sim {
 
     fn config(&mut self, node: usize) -> Config {
         let p = &self.params;
-        let mut cfg = Config::new(
-            node as NodeId + 1,
-            (1..=self.nodes.len() as NodeId).collect(),
-        );
+        let mut cfg = Config::new(self.nodes[node].id, self.nodes[node].voters.clone());
         cfg.election_tick = p.election_tick;
         cfg.heartbeat_tick = p.heartbeat_tick;
         cfg.pre_vote = p.pre_vote;
@@ -255,7 +299,13 @@ impl Sim {
                 .push(format!("seed {} params {:?}", self.seed, self.params));
         }
         for n in 0..self.nodes.len() {
-            self.restart(n)?;
+            if !self.nodes[n].voters.is_empty() {
+                self.restart(n)?;
+            }
+        }
+        if self.membership {
+            let first = self.rng.random_range(1..=20 * TICK);
+            self.schedule(first, Event::Operator);
         }
         let (client, fault) = (
             self.rng.random_range(1..=TICK),
@@ -340,7 +390,10 @@ impl Sim {
                 Some(node)
             }
             Event::Restart { node, life } => {
-                if self.nodes[node].life != life || self.nodes[node].alive() {
+                if self.nodes[node].life != life
+                    || self.nodes[node].alive()
+                    || self.nodes[node].retired
+                {
                     return Ok(());
                 }
                 self.restart(node)?;
@@ -364,6 +417,12 @@ impl Sim {
             Event::Fault => {
                 if self.chaos {
                     self.fault()?;
+                }
+                None
+            }
+            Event::Operator => {
+                if self.chaos {
+                    self.operator()?;
                 }
                 None
             }
@@ -393,8 +452,9 @@ impl Sim {
                 self.now
             ));
         }
+        self.retire_removed(false);
         for n in 0..self.nodes.len() {
-            if !self.nodes[n].alive() {
+            if self.nodes[n].restartable() {
                 self.restart(n)?;
             }
         }
@@ -501,6 +561,7 @@ impl Sim {
             }
             Event::Client => "client".to_string(),
             Event::Fault => "fault".to_string(),
+            Event::Operator => "operator".to_string(),
         }
     }
 }
@@ -522,6 +583,7 @@ fn event_code(ev: &Event) -> u64 {
         Event::Crash { node, .. } => 5 << 8 | *node as u64,
         Event::Client => 6 << 8,
         Event::Fault => 7 << 8,
+        Event::Operator => 8 << 8,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use resqlite_raft::{Entry, HardState, Message, NodeId, Raft, SnapshotMeta};
+use resqlite_raft::{Entry, HardState, Membership, Message, NodeId, Raft, SnapshotMeta};
 
 use super::checker::{LogView, Seen};
 
@@ -88,6 +88,12 @@ pub struct PersistJob {
 
 pub struct SimNode {
     pub id: NodeId,
+    /// The voters it is started with (empty: it joins a running cluster).
+    pub voters: Vec<NodeId>,
+    /// A machine runs this node: started once, restarted after crashes.
+    pub in_use: bool,
+    /// Shut down for good by the operator after its removal committed.
+    pub retired: bool,
     /// None while crashed.
     pub core: Option<Raft>,
     /// Bumped at every crash and restart; timers of older lives are ignored.
@@ -110,9 +116,14 @@ pub struct SimNode {
 }
 
 impl SimNode {
-    pub fn new(id: NodeId) -> Self {
+    /// Node `id`, started (later) with `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        let started_with = Membership::from_voters(&voters);
         SimNode {
             id,
+            voters,
+            in_use: false,
+            retired: false,
             core: None,
             life: 0,
             disk: Disk::default(),
@@ -121,13 +132,18 @@ impl SimNode {
             state_machine: Vec::new(),
             snapshot_file: None,
             incoming: None,
-            view: LogView::default(),
+            view: LogView::new(started_with),
             seen: Seen::fresh(),
         }
     }
 
     pub fn alive(&self) -> bool {
         self.core.is_some()
+    }
+
+    /// Down, but its machine may start it again.
+    pub fn restartable(&self) -> bool {
+        self.in_use && !self.retired && self.core.is_none()
     }
 
     /// What the node handed to its state machine: a snapshot waiting to
@@ -142,6 +158,8 @@ impl SimNode {
 
     pub fn summary(&self) -> String {
         match &self.core {
+            None if !self.in_use => format!("n{}: not started", self.id),
+            None if self.retired => format!("n{}: retired", self.id),
             None => format!(
                 "n{}: down (disk term {} vote {:?} snapshot {} last {})",
                 self.id,
@@ -152,8 +170,9 @@ impl SimNode {
             ),
             Some(core) => {
                 let st = core.status();
+                let m = core.membership();
                 format!(
-                    "n{}: {:?} term {} vote {:?} leader {:?} commit {} last {}/{} persisted {} applied {} snapshot {} pending {}",
+                    "n{}: {:?} term {} vote {:?} leader {:?} commit {} last {}/{} persisted {} applied {} snapshot {} pending {} voters {:?} learners {:?}",
                     st.id,
                     st.role,
                     st.term,
@@ -165,7 +184,9 @@ impl SimNode {
                     st.persisted,
                     st.applied,
                     st.snapshot,
-                    self.pending.len()
+                    self.pending.len(),
+                    m.voters().collect::<Vec<_>>(),
+                    m.learners().collect::<Vec<_>>()
                 )
             }
         }

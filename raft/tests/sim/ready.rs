@@ -55,8 +55,9 @@ impl Sim {
             ));
         }
         let elected = st.role == Role::Leader && node.seen.role != Role::Leader;
+        let in_force = (core.membership(), core.membership_index());
         self.checker
-            .observe(&st, &node.view, &mut node.seen, restarted)?;
+            .observe(&st, in_force, &node.view, &mut node.seen, restarted)?;
         let p = self.params.aimed.isolate_new_leader;
         if elected && self.chaos && p > 0.0 && self.rng.random_bool(p) {
             self.net.isolate(n);
@@ -281,6 +282,8 @@ impl Sim {
         });
         self.checker
             .check_snapshot_state(node.id, &file.meta, &file.state)?;
+        self.checker
+            .check_snapshot_membership(node.id, &file.meta, Some(&node.view))?;
         node.disk.compact(file.clone());
         node.snapshot_file = Some(file);
         self.compactions += 1;
