@@ -4,9 +4,10 @@
 //!   message for the event loop, with a responder the reply goes back
 //!   through.
 //! - [`peer`]: one sender task per peer. AppendEntries ride one long-lived
-//!   bidi stream (pipelined batches stay in order); votes, heartbeats and
-//!   TimeoutNow are unary calls made concurrently, so a heartbeat never
-//!   waits behind a large batch.
+//!   bidi stream (pipelined batches stay in order); heartbeats ride a second
+//!   one, so a heartbeat never waits behind a large batch and a ReadIndex
+//!   round opens no HTTP/2 stream; votes and TimeoutNow are unary calls made
+//!   concurrently.
 //! - [`convert`]: core messages to and from the proto types.
 //! - `snapshot`: InstallSnapshot, streamed in chunks with a checksum of the
 //!   whole file.
@@ -43,8 +44,9 @@ pub(crate) struct Inbound {
 pub struct TransportOptions {
     /// Time allowed to open a TCP connection to a peer.
     pub connect_timeout: Duration,
-    /// Deadline of one unary call (vote, heartbeat, TimeoutNow); about an
-    /// election timeout, after which the answer is useless anyway.
+    /// Deadline of one unary call (vote, TimeoutNow, a heartbeat while its
+    /// stream is down); about an election timeout, after which the answer is
+    /// useless anyway.
     pub rpc_timeout: Duration,
     /// HTTP/2 keepalive ping interval, to notice a dead peer on an idle
     /// connection.
@@ -53,7 +55,8 @@ pub struct TransportOptions {
     pub queue_len: usize,
     /// Unary calls in flight to one peer before new ones are dropped.
     pub max_unary_inflight: usize,
-    /// First and largest delay before reopening a broken AppendEntries stream.
+    /// First and largest delay before reopening a broken AppendEntries or
+    /// heartbeat stream.
     pub reconnect_backoff: (Duration, Duration),
 }
 

@@ -2,13 +2,17 @@
 //!
 //! AppendEntries ride one long-lived bidi stream, so pipelined batches reach
 //! the follower in the order the leader sent them; the replies read from the
-//! same stream are fed back to the event loop. Votes, heartbeats and
-//! TimeoutNow are unary calls spawned concurrently, so a heartbeat never
-//! waits behind a large batch. A snapshot is streamed by a task of its own,
-//! one at a time per peer; a failed transfer is reported to the core. Nothing here retries a message: when a queue
-//! is full or a stream is broken the message is dropped and counted, and
-//! Raft resends what matters (a stalled follower is probed again, a lost
-//! vote is asked again at the next election).
+//! same stream are fed back to the event loop. Heartbeats ride a second
+//! long-lived stream, so they never wait behind a large batch, yet a
+//! ReadIndex round costs one message each way rather than a new HTTP/2
+//! stream per follower. While the heartbeat stream is down (backing off, or
+//! a peer of an older version without it) heartbeats go as unary calls.
+//! Votes and TimeoutNow are unary calls spawned concurrently. A snapshot is
+//! streamed by a task of its own, one at a time per peer; a failed transfer
+//! is reported to the core. Nothing here retries a message: when a queue is
+//! full or a stream is broken the message is dropped and counted, and Raft
+//! resends what matters (a stalled follower is probed again, a lost vote is
+//! asked again at the next election, a ReadIndex round is sent again).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +34,10 @@ use crate::types::NodeId;
 /// `max_inflight_msgs` batches in flight per follower, so this is rarely
 /// reached.
 const STREAM_QUEUE: usize = 256;
+
+/// Heartbeats queued on their stream. A round is one heartbeat, and the core
+/// has one ReadIndex round in flight besides the periodic ones.
+const HEARTBEAT_QUEUE: usize = 64;
 
 /// The event loop's side of a peer sender: a bounded queue.
 #[derive(Debug)]
@@ -93,8 +101,10 @@ pub(crate) fn spawn_peer(
         peer,
         client,
         inbound,
-        stream: None,
-        link: Arc::new(Mutex::new(Backoff::new(opts.reconnect_backoff))),
+        append: None,
+        append_link: Arc::new(Mutex::new(Backoff::new(opts.reconnect_backoff))),
+        heartbeats: None,
+        heartbeat_link: Arc::new(Mutex::new(Backoff::new(opts.reconnect_backoff))),
         unary: Arc::new(Semaphore::new(opts.max_unary_inflight)),
         rpc_timeout: opts.rpc_timeout,
         dropped: dropped.clone(),
@@ -106,7 +116,7 @@ pub(crate) fn spawn_peer(
     Ok(PeerHandle { peer, tx, dropped })
 }
 
-/// Delay before the AppendEntries stream may be reopened.
+/// Delay before a broken stream may be reopened.
 #[derive(Debug)]
 struct Backoff {
     min: Duration,
@@ -153,10 +163,32 @@ enum Unary {
     TimeoutNow(pb::TimeoutNowRequest),
 }
 
-/// The open AppendEntries stream to a peer.
-struct AppendStream {
-    tx: mpsc::Sender<pb::AppendEntriesRequest>,
+/// An open request stream to a peer; a task reads its replies.
+struct OpenStream<T> {
+    tx: mpsc::Sender<T>,
     broken: Arc<AtomicBool>,
+}
+
+impl<T> OpenStream<T> {
+    fn usable(&self) -> bool {
+        !self.broken.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+}
+
+/// The two long-lived streams to a peer, for logs.
+#[derive(Clone, Copy, Debug)]
+enum StreamKind {
+    Append,
+    Heartbeat,
+}
+
+impl StreamKind {
+    fn name(self) -> &'static str {
+        match self {
+            StreamKind::Append => "append",
+            StreamKind::Heartbeat => "heartbeat",
+        }
+    }
 }
 
 struct PeerTask {
@@ -164,8 +196,10 @@ struct PeerTask {
     peer: NodeId,
     client: RaftClient<Channel>,
     inbound: mpsc::Sender<Inbound>,
-    stream: Option<AppendStream>,
-    link: Arc<Mutex<Backoff>>,
+    append: Option<OpenStream<pb::AppendEntriesRequest>>,
+    append_link: Arc<Mutex<Backoff>>,
+    heartbeats: Option<OpenStream<pb::HeartbeatRequest>>,
+    heartbeat_link: Arc<Mutex<Backoff>>,
     unary: Arc<Semaphore>,
     rpc_timeout: Duration,
     dropped: Arc<AtomicU64>,
@@ -186,7 +220,7 @@ impl PeerTask {
             match convert::request_to_proto(msg) {
                 Ok(OutboundRequest::Append(req)) => self.send_append(req),
                 Ok(OutboundRequest::Vote(req)) => self.spawn_unary(Unary::Vote(req)),
-                Ok(OutboundRequest::Heartbeat(req)) => self.spawn_unary(Unary::Heartbeat(req)),
+                Ok(OutboundRequest::Heartbeat(req)) => self.send_heartbeat(req),
                 Ok(OutboundRequest::TimeoutNow(req)) => self.spawn_unary(Unary::TimeoutNow(req)),
                 Err(e) => {
                     tracing::warn!(node = self.me, peer = self.peer, error = %e, "not a request; not sent")
@@ -208,41 +242,83 @@ impl PeerTask {
     }
 
     fn send_append(&mut self, req: pb::AppendEntriesRequest) {
-        let usable = self
-            .stream
-            .as_ref()
-            .is_some_and(|s| !s.broken.load(Ordering::Acquire) && !s.tx.is_closed());
-        if !usable {
-            self.stream = None;
-            let may_open = self.link.lock().map(|b| b.may_open()).unwrap_or(true);
-            if !may_open {
+        if !self.append.as_ref().is_some_and(OpenStream::usable) {
+            self.append = None;
+            if !may_open(&self.append_link) {
                 return self.drop_msg("append stream backing off");
             }
-            self.stream = Some(self.open_stream());
+            let (stream, requests) = open_stream(STREAM_QUEUE);
+            let mut client = self.client.clone();
+            let replies = async move { client.append_entries(requests).await };
+            self.spawn_replies(StreamKind::Append, &stream, replies, |reply| {
+                convert::append_response_from_proto(reply)
+            });
+            self.append = Some(stream);
         }
-        let Some(stream) = &self.stream else { return };
+        let Some(stream) = &self.append else { return };
         match stream.tx.try_send(req) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.drop_msg("append stream queue full"),
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.stream = None;
+                self.append = None;
                 self.drop_msg("append stream closed");
             }
         }
     }
 
-    /// Opens a new AppendEntries stream; a task reads its replies into the
-    /// event loop until it breaks.
-    fn open_stream(&self) -> AppendStream {
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let broken = Arc::new(AtomicBool::new(false));
-        let mut client = self.client.clone();
+    fn send_heartbeat(&mut self, req: pb::HeartbeatRequest) {
+        if !self.heartbeats.as_ref().is_some_and(OpenStream::usable) {
+            self.heartbeats = None;
+            if may_open(&self.heartbeat_link) {
+                let (stream, requests) = open_stream(HEARTBEAT_QUEUE);
+                let mut client = self.client.clone();
+                let replies = async move { client.heartbeats(requests).await };
+                self.spawn_replies(StreamKind::Heartbeat, &stream, replies, |reply| {
+                    convert::heartbeat_response_from_proto(reply)
+                });
+                self.heartbeats = Some(stream);
+            }
+        }
+        let req = match &self.heartbeats {
+            Some(stream) => match stream.tx.try_send(req) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return self.drop_msg("heartbeat stream queue full")
+                }
+                Err(mpsc::error::TrySendError::Closed(req)) => {
+                    self.heartbeats = None;
+                    req
+                }
+            },
+            None => req,
+        };
+        // The stream is down: a unary call still reaches a peer that is up
+        // but lacks the stream (an older version during a rolling upgrade).
+        self.spawn_unary(Unary::Heartbeat(req));
+    }
+
+    /// Starts the call that opens a stream, on a task that feeds its replies
+    /// to the event loop until it breaks, then marks `stream` broken and
+    /// backs its link off.
+    fn spawn_replies<R: Send + 'static>(
+        &self,
+        kind: StreamKind,
+        stream: &OpenStream<impl Send>,
+        call: impl std::future::Future<
+                Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>,
+            > + Send
+            + 'static,
+        from_proto: fn(R) -> Message,
+    ) {
         let inbound = self.inbound.clone();
-        let link = self.link.clone();
-        let flag = broken.clone();
-        let (me, peer) = (self.me, self.peer);
+        let link = match kind {
+            StreamKind::Append => self.append_link.clone(),
+            StreamKind::Heartbeat => self.heartbeat_link.clone(),
+        };
+        let flag = stream.broken.clone();
+        let (me, peer, stream) = (self.me, self.peer, kind.name());
         tokio::spawn(async move {
-            let error = match client.append_entries(ReceiverStream::new(rx)).await {
+            let error = match call.await {
                 Ok(response) => {
                     let mut replies = response.into_inner();
                     loop {
@@ -251,11 +327,10 @@ impl PeerTask {
                                 let was_down =
                                     link.lock().map(|mut b| b.succeeded()).unwrap_or(false);
                                 if was_down {
-                                    tracing::info!(node = me, peer, "append stream connected");
+                                    tracing::info!(node = me, peer, stream, "stream connected");
                                 }
-                                let msg = convert::append_response_from_proto(reply);
                                 let inb = Inbound {
-                                    msg,
+                                    msg: from_proto(reply),
                                     responder: None,
                                 };
                                 if inbound.send(inb).await.is_err() {
@@ -275,15 +350,14 @@ impl PeerTask {
             let was_up = link.lock().map(|mut b| b.failed()).unwrap_or(false);
             match error {
                 Some(status) if was_up => {
-                    tracing::warn!(node = me, peer, code = ?status.code(), message = status.message(), "append stream broke")
+                    tracing::warn!(node = me, peer, stream, code = ?status.code(), message = status.message(), "stream broke")
                 }
                 Some(status) => {
-                    tracing::debug!(node = me, peer, code = ?status.code(), message = status.message(), "append stream failed")
+                    tracing::debug!(node = me, peer, stream, code = ?status.code(), message = status.message(), "stream failed")
                 }
-                None => tracing::debug!(node = me, peer, "append stream closed by peer"),
+                None => tracing::debug!(node = me, peer, stream, "stream closed by peer"),
             }
         });
-        AppendStream { tx, broken }
     }
 
     /// Streams a snapshot unless one is already on its way to this peer
@@ -369,6 +443,21 @@ impl PeerTask {
     }
 }
 
+fn may_open(link: &Mutex<Backoff>) -> bool {
+    link.lock().map(|b| b.may_open()).unwrap_or(true)
+}
+
+/// A new request stream: the sender side, and the body of the call that
+/// opens it.
+fn open_stream<T>(queue: usize) -> (OpenStream<T>, ReceiverStream<T>) {
+    let (tx, rx) = mpsc::channel(queue);
+    let stream = OpenStream {
+        tx,
+        broken: Arc::new(AtomicBool::new(false)),
+    };
+    (stream, ReceiverStream::new(rx))
+}
+
 fn with_deadline<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(timeout);
@@ -387,5 +476,105 @@ async fn unary<T>(
         Err(_) => Err(tonic::Status::deadline_exceeded(
             "no answer within the rpc timeout",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    use super::*;
+    use crate::driver::snapshot_dir::SnapshotDir;
+    use crate::transport::RaftGrpc;
+
+    async fn next<T>(rx: &mut mpsc::Receiver<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("channel open")
+    }
+
+    fn heartbeat(rpc_id: u64, read_round: u64) -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 5,
+            rpc_id,
+            body: MessageBody::Heartbeat {
+                commit: 0,
+                read_round,
+            },
+        }
+    }
+
+    /// Heartbeats from a peer sender to a follower's service: each reply
+    /// reaches the leader with the leader's own rpc_id, in the order the
+    /// follower answers, and one the follower never answers holds up none.
+    #[tokio::test]
+    async fn heartbeat_replies_come_back_matched_as_the_follower_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (follower_tx, mut follower_rx) = mpsc::channel(16);
+        let snapshots = SnapshotDir::open(dir.path().join("snapshots")).unwrap();
+        let service = RaftGrpc::new(2, follower_tx, snapshots).into_service();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+
+        let (leader_tx, mut leader_rx) = mpsc::channel(16);
+        let (failures, _failures_rx) = mpsc::channel(1);
+        let links = PeerLinks {
+            inbound: leader_tx,
+            snapshots: Arc::new(Mutex::new(None)),
+            snapshot_failures: failures,
+        };
+        let opts = TransportOptions::default();
+        let handle = spawn_peer(1, 2, &format!("http://{addr}"), links, &opts).unwrap();
+        for round in 1..=3 {
+            handle.send(heartbeat(100 + round, round));
+        }
+
+        let mut received = Vec::new();
+        for _ in 0..3 {
+            let inb: Inbound = next(&mut follower_rx).await;
+            let MessageBody::Heartbeat { read_round, .. } = inb.msg.body else {
+                panic!("expected a heartbeat, got {:?}", inb.msg.body);
+            };
+            let responder = inb.responder.expect("a heartbeat expects a reply");
+            received.push((read_round, inb.msg.rpc_id, responder));
+        }
+        let rounds: Vec<u64> = received.iter().map(|r| r.0).collect();
+        assert_eq!(rounds, [1, 2, 3]);
+        let reply = |read_round, rpc_id| Message {
+            from: 2,
+            to: 1,
+            term: 5,
+            rpc_id,
+            body: MessageBody::HeartbeatResponse { read_round },
+        };
+        // Answer the last first, never answer the second.
+        let (first, second, third) = {
+            let mut it = received.into_iter();
+            (it.next().unwrap(), it.next().unwrap(), it.next().unwrap())
+        };
+        third.2.send(reply(3, third.1)).unwrap();
+        drop(second);
+        first.2.send(reply(1, first.1)).unwrap();
+
+        for (round, rpc_id) in [(3, 103), (1, 101)] {
+            let inb: Inbound = next(&mut leader_rx).await;
+            assert!(inb.responder.is_none());
+            assert_eq!(inb.msg.rpc_id, rpc_id);
+            assert_eq!(
+                inb.msg.body,
+                MessageBody::HeartbeatResponse { read_round: round }
+            );
+        }
+        server.abort();
     }
 }

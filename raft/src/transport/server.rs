@@ -5,17 +5,17 @@
 //! reply, which is how the event loop finds the responder); the peer's own
 //! `rpc_id` is restored in the reply. A request the core drops (stale, not
 //! addressed to us, or a vote refused without an answer) gets no reply:
-//! `Status::unavailable` on a unary call, nothing on the AppendEntries
-//! stream.
+//! `Status::unavailable` on a unary call, nothing on a stream.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use resqlite_proto::raft as pb;
 use resqlite_proto::raft::raft_server::{Raft, RaftServer};
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, ConvertError};
@@ -27,6 +27,10 @@ use crate::types::NodeId;
 /// Replies not yet sent on one AppendEntries stream; when full, reading
 /// further requests waits (back-pressure on the leader's stream).
 const STREAM_PENDING: usize = 1024;
+
+/// Heartbeats awaiting the core's reply on one heartbeat stream. A leader
+/// has at most a round or two in flight; when full, reading waits.
+const HEARTBEATS_PENDING: usize = 64;
 
 /// The tonic service value a node adds to its gRPC server.
 pub type RaftService = RaftServer<RaftGrpc>;
@@ -79,6 +83,48 @@ impl RaftGrpc {
         rx.await
             .map_err(|_| Status::unavailable("raft did not answer this request"))
     }
+
+    /// Reads a peer's request stream into the event loop on a task of its
+    /// own, queueing each request's peer `rpc_id` and reply receiver on
+    /// `pending` for the reply stream. Stops at the end of the stream, at a
+    /// malformed request, or when the reply stream is gone.
+    fn forward_stream<T: Send + 'static>(
+        &self,
+        mut requests: Streaming<T>,
+        rpc: &'static str,
+        peer_rpc_id: fn(&T) -> u64,
+        from_proto: fn(T) -> Result<Message, ConvertError>,
+        pending: mpsc::Sender<(u64, oneshot::Receiver<Message>)>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = match requests.message().await {
+                    Ok(Some(req)) => req,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = this.id, rpc, code = ?status.code(), "stream from peer ended");
+                        break;
+                    }
+                };
+                let id = peer_rpc_id(&req);
+                let msg = match from_proto(req) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(node = this.id, rpc, error = %e, "malformed request on stream");
+                        break;
+                    }
+                };
+                let Ok(rx) = this.submit(msg).await else {
+                    break;
+                };
+                if pending.send((id, rx)).await.is_err() {
+                    // The reply stream is gone: the peer hung up.
+                    break;
+                }
+            }
+        });
+    }
 }
 
 fn internal(e: ConvertError) -> Status {
@@ -87,6 +133,8 @@ fn internal(e: ConvertError) -> Status {
 
 type AppendReplies =
     Pin<Box<dyn Stream<Item = Result<pb::AppendEntriesResponse, Status>> + Send + 'static>>;
+type HeartbeatReplies =
+    Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Raft for RaftGrpc {
@@ -108,38 +156,14 @@ impl Raft for RaftGrpc {
         &self,
         request: Request<Streaming<pb::AppendEntriesRequest>>,
     ) -> Result<Response<Self::AppendEntriesStream>, Status> {
-        let mut requests = request.into_inner();
-        let (pending_tx, pending_rx) =
-            mpsc::channel::<(u64, oneshot::Receiver<Message>)>(STREAM_PENDING);
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let req = match requests.message().await {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(node = this.id, code = ?status.code(), "append stream from peer ended");
-                        break;
-                    }
-                };
-                let peer_rpc_id = req.rpc_id;
-                let from = req.from;
-                let msg = match convert::append_request_from_proto(req) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(node = this.id, from, error = %e, "malformed AppendEntries");
-                        break;
-                    }
-                };
-                let Ok(rx) = this.submit(msg).await else {
-                    break;
-                };
-                if pending_tx.send((peer_rpc_id, rx)).await.is_err() {
-                    // The reply stream is gone: the peer hung up.
-                    break;
-                }
-            }
-        });
+        let (pending_tx, pending_rx) = mpsc::channel(STREAM_PENDING);
+        self.forward_stream(
+            request.into_inner(),
+            "AppendEntries",
+            |r| r.rpc_id,
+            convert::append_request_from_proto,
+            pending_tx,
+        );
         let replies = futures::stream::unfold(pending_rx, |mut pending| async move {
             loop {
                 let (peer_rpc_id, rx) = pending.recv().await?;
@@ -154,6 +178,41 @@ impl Raft for RaftGrpc {
                 return Some((item, pending));
             }
         });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    type HeartbeatsStream = HeartbeatReplies;
+
+    async fn heartbeats(
+        &self,
+        request: Request<Streaming<pb::HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatsStream>, Status> {
+        let (pending_tx, pending_rx) = mpsc::channel(HEARTBEATS_PENDING);
+        self.forward_stream(
+            request.into_inner(),
+            "Heartbeat",
+            |r| r.rpc_id,
+            |r| Ok(convert::heartbeat_request_from_proto(r)),
+            pending_tx,
+        );
+        // Unlike AppendEntries, order does not matter (the leader matches
+        // replies by round), so a reply the core defers until its term is
+        // durable does not hold back the others.
+        let replies = ReceiverStream::new(pending_rx)
+            .map(|(peer_rpc_id, rx)| async move { rx.await.ok().map(|reply| (peer_rpc_id, reply)) })
+            .buffer_unordered(HEARTBEATS_PENDING)
+            // A request the core dropped has no reply: skip it.
+            .filter_map(|answered| async move {
+                let (peer_rpc_id, reply) = answered?;
+                Some(
+                    convert::heartbeat_response_to_proto(reply)
+                        .map(|mut r| {
+                            r.rpc_id = peer_rpc_id;
+                            r
+                        })
+                        .map_err(internal),
+                )
+            });
         Ok(Response::new(Box::pin(replies)))
     }
 

@@ -1,14 +1,23 @@
-//! Read-only connections for reads on the leader. In WAL mode they never
-//! block the writer, and a read whose caller goes away (cancel, disconnect)
-//! is interrupted inside SQLite. After a snapshot restore replaced the
-//! file, connections to the old one are discarded as they come up.
+//! Read-only connections for reads on the leader, each owned by a reader
+//! thread of its own. In WAL mode they never block the writer, and a read
+//! whose caller goes away (cancel, disconnect) is interrupted inside SQLite,
+//! or skipped if it has not started. After a snapshot restore replaced the
+//! file, a thread reopens its connection before its next read.
+//!
+//! Reads wait in one queue. A thread that finishes a read takes the next one
+//! without sleeping, and a new read wakes a sleeping thread only when no
+//! woken thread is already on its way to the queue: the reads a ReadIndex
+//! round releases together then cost one thread wake-up, not one each (a
+//! `spawn_blocking` per read cost the leader a fifth of its CPU time, see
+//! docs/benchmarks.md).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use resqlite_wire::{Description, SqlError, Value};
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use super::db_file::DbGeneration;
 use super::errors::sql_error;
@@ -16,13 +25,96 @@ use super::exec::{bind, parameter_count, result_types, run_typed, RowSet};
 use super::guard::guard_read_connection;
 use crate::sql::sqlstate;
 
-/// A fixed set of read-only connections shared by all client sessions.
+/// Reads queued per reader thread before callers wait for room.
+const QUEUED_PER_THREAD: usize = 32;
+
+/// A fixed set of reader threads, each with a read-only connection, shared
+/// by all client sessions.
 pub struct ReadPool {
-    path: PathBuf,
-    /// Idle connections, each with the file generation it was opened on.
-    idle: Arc<Mutex<Vec<(u64, Connection)>>>,
+    queue: Arc<JobQueue>,
+    /// Room in the queue.
     permits: Arc<Semaphore>,
-    generation: DbGeneration,
+}
+
+/// A read for a reader thread: runs on its connection (or gets the error
+/// that kept the thread from having one).
+type Job = Box<dyn FnOnce(Result<&Connection, SqlError>) + Send>;
+
+struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Threads waiting on `ready`.
+    idle: usize,
+    /// Threads woken and not yet back at the queue.
+    waking: usize,
+    closed: bool,
+}
+
+impl JobQueue {
+    /// Queues `job`; false once the pool is closed.
+    fn push(&self, job: Job) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        if state.closed {
+            return false;
+        }
+        state.jobs.push_back(job);
+        let wake = state.wake_one();
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// The next job, sleeping while there is none; `None` once the pool is
+    /// closed and drained.
+    fn pop(&self) -> Option<Job> {
+        let mut state = self.state.lock().ok()?;
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                // A backlog: another thread may help.
+                let wake = !state.jobs.is_empty() && state.wake_one();
+                drop(state);
+                if wake {
+                    self.ready.notify_one();
+                }
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.idle += 1;
+            state = self.ready.wait(state).ok()?;
+            state.idle -= 1;
+            state.waking = state.waking.saturating_sub(1);
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.closed = true;
+        }
+        self.ready.notify_all();
+    }
+}
+
+impl QueueState {
+    /// Whether to wake a sleeping thread for the queued jobs: only if none
+    /// is already waking (it will take them, or wake the next).
+    fn wake_one(&mut self) -> bool {
+        if self.idle > self.waking && self.waking == 0 {
+            self.waking += 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Interrupts a running read if its caller stops waiting for it.
@@ -38,66 +130,101 @@ impl Drop for InterruptOnDrop {
     }
 }
 
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        // The threads finish what is queued (callers gone: skipped) and exit.
+        self.queue.close();
+    }
+}
+
 impl ReadPool {
     /// Opens `size` read-only connections to the database at `path` (which
-    /// the state machine has already created), following the state
-    /// machine's `generation` of the file.
+    /// the state machine has already created), one per reader thread,
+    /// following the state machine's `generation` of the file.
     pub fn open(path: &Path, size: usize, generation: DbGeneration) -> rusqlite::Result<Self> {
+        let size = size.max(1);
         let current = generation.current();
         let mut conns = Vec::with_capacity(size);
-        for _ in 0..size.max(1) {
-            conns.push((current, open_read_connection(path)?));
+        for _ in 0..size {
+            conns.push(open_read_connection(path)?);
+        }
+        let queue = Arc::new(JobQueue {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                idle: 0,
+                waking: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        for (i, conn) in conns.into_iter().enumerate() {
+            let reader = Reader {
+                queue: queue.clone(),
+                path: path.to_path_buf(),
+                generation: generation.clone(),
+                conn: Some((current, conn)),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("resqlite-read-{i}"))
+                .spawn(move || reader.run());
+            if let Err(e) = spawned {
+                queue.close();
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(format!("cannot start a reader thread: {e}")),
+                ));
+            }
         }
         Ok(ReadPool {
-            path: path.to_path_buf(),
-            permits: Arc::new(Semaphore::new(conns.len())),
-            idle: Arc::new(Mutex::new(conns)),
-            generation,
+            queue,
+            permits: Arc::new(Semaphore::new(size * QUEUED_PER_THREAD)),
         })
     }
 
-    /// Runs `f` on an idle connection, on a blocking thread.
+    /// Runs `f` on a reader thread's connection.
     async fn with_connection<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, SqlError> + Send + 'static,
     ) -> Result<R, SqlError> {
+        let closed = || SqlError::new(sqlstate::INTERNAL_ERROR, "read pool closed");
         let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| SqlError::new(sqlstate::INTERNAL_ERROR, "read pool closed"))?;
-        let idle = self.idle.clone();
-        let path = self.path.clone();
-        let generation = self.generation.clone();
+            .map_err(|_| closed())?;
         let running = Arc::new(Mutex::new(None));
         let guard = InterruptOnDrop(running.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            // The file stays in place while the read runs.
-            let held = generation.hold();
-            let current = *held;
-            let conn = match take_current(&idle, current) {
-                Some(c) => c,
-                None => open_read_connection(&path).map_err(|e| sql_error(&e))?,
-            };
-            if let Ok(mut slot) = running.lock() {
-                *slot = Some(conn.get_interrupt_handle());
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // Room for the next read as soon as this one leaves the queue.
+            drop(permit);
+            if tx.is_closed() {
+                // The caller went away while the read was queued.
+                return;
             }
-            let result = f(&conn);
-            // Disarm before the connection can serve anyone else.
-            if let Ok(mut slot) = running.lock() {
-                *slot = None;
-            }
-            if let Ok(mut v) = idle.lock() {
-                v.push((current, conn));
-            }
-            drop(held);
-            result
+            let result = conn.and_then(|conn| {
+                if let Ok(mut slot) = running.lock() {
+                    *slot = Some(conn.get_interrupt_handle());
+                }
+                let result = f(conn);
+                // Disarm before the connection can serve anyone else.
+                if let Ok(mut slot) = running.lock() {
+                    *slot = None;
+                }
+                result
+            });
+            let _ = tx.send(result);
         });
-        let result = task
-            .await
-            .map_err(|e| SqlError::new(sqlstate::INTERNAL_ERROR, format!("read task failed: {e}")));
+        if !self.queue.push(job) {
+            return Err(closed());
+        }
+        let result = rx.await.map_err(|_| {
+            SqlError::new(
+                sqlstate::INTERNAL_ERROR,
+                "read thread stopped before answering",
+            )
+        });
         drop(guard);
         result?
     }
@@ -148,16 +275,42 @@ impl ReadPool {
     }
 }
 
-/// An idle connection to the current file; those to an older one are
-/// closed on the way.
-fn take_current(idle: &Mutex<Vec<(u64, Connection)>>, current: u64) -> Option<Connection> {
-    let mut idle = idle.lock().ok()?;
-    while let Some((generation, conn)) = idle.pop() {
-        if generation == current {
-            return Some(conn);
+/// One reader thread: its connection, reopened when the file changes.
+struct Reader {
+    queue: Arc<JobQueue>,
+    path: PathBuf,
+    generation: DbGeneration,
+    /// The connection and the file generation it was opened on; `None`
+    /// after a reopen failed (retried at the next read).
+    conn: Option<(u64, Connection)>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        while let Some(job) = self.queue.pop() {
+            // The file stays in place while the read runs.
+            let generation = self.generation.clone();
+            let held = generation.hold();
+            let current = *held;
+            if self.conn.as_ref().is_some_and(|(g, _)| *g != current) {
+                // Close the connection to the old file before opening anew.
+                self.conn = None;
+            }
+            if self.conn.is_none() {
+                match open_read_connection(&self.path) {
+                    Ok(conn) => self.conn = Some((current, conn)),
+                    Err(e) => {
+                        job(Err(sql_error(&e)));
+                        continue;
+                    }
+                }
+            }
+            if let Some((_, conn)) = &self.conn {
+                job(Ok(conn));
+            }
+            drop(held);
         }
     }
-    None
 }
 
 fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {
