@@ -187,14 +187,13 @@ fn refuse_non_deterministic(statement: &Statement) -> Result<(), SqlError> {
             if NON_DETERMINISTIC.contains(&name.as_str()) {
                 return ControlFlow::Break(non_deterministic(&name));
             }
-            if DATE_TIME.contains(&name.as_str()) && asks_for_now(&name, &f.args) {
-                return ControlFlow::Break(SqlError::new(
-                    FEATURE_NOT_SUPPORTED,
-                    format!(
-                        "{name}() with 'now' is not allowed in writes: replicas would diverge; \
-                         compute the time in the client and pass it as a parameter"
-                    ),
-                ));
+            if DATE_TIME.contains(&name.as_str()) {
+                if let Some(word) = host_dependent_time(&name, &f.args) {
+                    return ControlFlow::Break(SqlError::new(
+                        FEATURE_NOT_SUPPORTED,
+                        clock_refusal(&name, word),
+                    ));
+                }
             }
             ControlFlow::Continue(())
         }
@@ -217,34 +216,64 @@ fn non_deterministic(name: &str) -> SqlError {
     )
 }
 
-/// Whether a date/time call reads the clock: no time value at all (the
-/// default is 'now'), or the literal 'now' anywhere in its arguments. A
-/// 'now' that arrives at run time (a column or a parameter) is caught by the
-/// apply connection's own date functions.
-fn asks_for_now(name: &str, args: &FunctionArguments) -> bool {
+/// Whether a date/time call gives a different answer on each server: it
+/// reads the clock (no time value at all, whose default is 'now', or the
+/// literal 'now'), or converts with the server's time zone ('localtime',
+/// 'utc'). Returns the word that does. Such a word that arrives at run
+/// time (a column or a parameter) is caught by the apply connection's own
+/// date functions.
+fn host_dependent_time(name: &str, args: &FunctionArguments) -> Option<&'static str> {
     let list = match args {
-        FunctionArguments::None => return true,
-        FunctionArguments::Subquery(_) => return false,
+        FunctionArguments::None => return Some("now"),
+        FunctionArguments::Subquery(_) => return None,
         FunctionArguments::List(list) => list,
     };
     // strftime's first argument is the format; the time value comes next.
     let time_arg_position = if name == "strftime" { 1 } else { 0 };
     if list.args.len() <= time_arg_position {
-        return true;
+        return Some("now");
     }
-    list.args.iter().any(|arg| {
+    list.args.iter().find_map(|arg| {
         let expr = match arg {
             FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => e,
             FunctionArg::Named {
                 arg: FunctionArgExpr::Expr(e),
                 ..
             } => e,
-            _ => return false,
+            _ => return None,
         };
-        matches!(expr, Expr::Value(v) if matches!(&v.value,
-            AstValue::SingleQuotedString(s) | AstValue::DoubleQuotedString(s)
-                if s.trim().eq_ignore_ascii_case("now")))
+        match expr {
+            Expr::Value(v) => match &v.value {
+                AstValue::SingleQuotedString(s) | AstValue::DoubleQuotedString(s) => {
+                    host_dependent_word(s)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
     })
+}
+
+/// The date/time arguments whose meaning depends on the server: the clock
+/// and its time zone.
+pub(crate) fn host_dependent_word(arg: &str) -> Option<&'static str> {
+    let arg = arg.trim();
+    ["now", "localtime", "utc"]
+        .into_iter()
+        .find(|w| arg.eq_ignore_ascii_case(w))
+}
+
+/// Why a date/time call that depends on the server is refused in a write.
+pub(crate) fn clock_refusal(name: &str, word: &str) -> String {
+    let why = if word == "now" {
+        "reads each server's clock"
+    } else {
+        "depends on each server's time zone"
+    };
+    format!(
+        "{name}() with '{word}' is not allowed in writes: it {why}, so replicas would diverge; \
+         compute the time in the client and pass it as a parameter"
+    )
 }
 
 #[cfg(test)]

@@ -121,13 +121,9 @@ fn replace_clock_functions(conn: &Connection) -> rusqlite::Result<()> {
             -1,
             FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
             move |ctx: &mut Context<'_>| {
-                if reads_clock(ctx, time_arg) {
+                if let Some(word) = host_dependent(ctx, time_arg) {
                     return Err(rusqlite::Error::UserFunctionError(
-                        format!(
-                            "{name}() with 'now' is not allowed in writes: replicas would diverge; \
-                             compute the time in the client and pass it as a parameter"
-                        )
-                        .into(),
+                        crate::sql::classify::clock_refusal(name, word).into(),
                     ));
                 }
                 let args: Vec<rusqlite::types::Value> =
@@ -158,15 +154,17 @@ fn replace_clock_functions(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn reads_clock(ctx: &Context<'_>, time_arg: usize) -> bool {
+/// The argument that makes this call depend on the server (its clock or
+/// its time zone), if any.
+fn host_dependent(ctx: &Context<'_>, time_arg: usize) -> Option<&'static str> {
     if ctx.len() <= time_arg {
-        return true;
+        return Some("now");
     }
-    (0..ctx.len()).any(|i| match ctx.get_raw(i) {
-        rusqlite::types::ValueRef::Text(t) => {
-            std::str::from_utf8(t).is_ok_and(|s| s.trim().eq_ignore_ascii_case("now"))
-        }
-        _ => false,
+    (0..ctx.len()).find_map(|i| match ctx.get_raw(i) {
+        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(crate::sql::classify::host_dependent_word),
+        _ => None,
     })
 }
 

@@ -204,6 +204,16 @@ fn the_clock_and_files_are_refused_inside_sqlite_too() {
     )
     .unwrap_err();
     assert!(e.message.contains("'now'"), "{e:?}");
+    // So is the server's time zone, arriving the same way.
+    let e = apply_one(
+        &mut sm,
+        &mut log,
+        "INSERT INTO t VALUES (datetime('2020-01-01 10:00', $1))",
+        &[Value::Text("localtime".into())],
+        "INSERT",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("time zone"), "{e:?}");
     // A fixed time still works, with SQLite's own answer.
     let ok = apply_one(
         &mut sm,
