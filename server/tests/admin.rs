@@ -2,7 +2,6 @@
 //! `resqlite node transfer-leader`, and the hand-over a leader does when it
 //! is stopped with SIGTERM (so a rolling restart costs no election).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +15,7 @@ const ELECTION: Duration = Duration::from_secs(15);
 
 /// Runs the `resqlite` command line; returns success and everything it said.
 fn resqlite(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).output().expect("run resqlite");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    resqlite_tests::cli::run(BIN, args)
 }
 
 /// The leader as `resqlite status` shows it, asked through node `via`.

@@ -5,7 +5,6 @@
 //! member holds the same contents, with every acknowledged write.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,13 +21,7 @@ const CATCH_UP: Duration = Duration::from_secs(120);
 
 /// Runs the `resqlite` command line; returns success and everything it said.
 fn resqlite(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).output().expect("run resqlite");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    resqlite_tests::cli::run(BIN, args)
 }
 
 /// Node `id`'s own status.
