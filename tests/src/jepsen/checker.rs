@@ -133,44 +133,36 @@ pub fn check_register(initial: Option<i64>, ops: &[TimedOp], max_steps: u64) -> 
         if steps > max_steps {
             return Linearizability::Undecided { steps };
         }
-        if e == NIL {
+        // Either linearize the call at `e`, or take back the last call
+        // linearized (`e` is a return that cannot go yet, or the end).
+        let (call, s) = if e == NIL {
             // Only unknown ops' returns remain past here; cannot happen
             // while a known op is left, but backtrack defensively.
             match stack.pop() {
                 None => break,
-                Some((call, s)) => {
-                    let op = events[call].2;
-                    state = s;
-                    hash = (hash.0 ^ keys[op].0, hash.1 ^ keys[op].1);
-                    if ops[op].complete.is_some() {
-                        known_left += 1;
-                    }
-                    relink(&mut next, &mut prev, ret_of[op]);
-                    relink(&mut next, &mut prev, call);
-                    e = next[call];
-                    continue;
-                }
+                Some(top) => top,
             }
-        }
-        let (_, is_ret, op) = events[e];
-        if !is_ret {
-            if let Some(s2) = ops[op].op.step(state) {
-                let h2 = (hash.0 ^ keys[op].0, hash.1 ^ keys[op].1);
-                if memo.insert((h2.0, h2.1, s2)) {
-                    stack.push((e, state));
-                    state = s2;
-                    hash = h2;
-                    if ops[op].complete.is_some() {
-                        known_left -= 1;
-                    }
-                    unlink(&mut next, &mut prev, e);
-                    unlink(&mut next, &mut prev, ret_of[op]);
-                    e = next[n];
-                    continue;
-                }
-            }
-            e = next[e];
         } else {
+            let (_, is_ret, op) = events[e];
+            if !is_ret {
+                if let Some(s2) = ops[op].op.step(state) {
+                    let h2 = (hash.0 ^ keys[op].0, hash.1 ^ keys[op].1);
+                    if memo.insert((h2.0, h2.1, s2)) {
+                        stack.push((e, state));
+                        state = s2;
+                        hash = h2;
+                        if ops[op].complete.is_some() {
+                            known_left -= 1;
+                        }
+                        unlink(&mut next, &mut prev, e);
+                        unlink(&mut next, &mut prev, ret_of[op]);
+                        e = next[n];
+                        continue;
+                    }
+                }
+                e = next[e];
+                continue;
+            }
             if stack.len() >= best.0 {
                 best = (
                     stack.len(),
@@ -185,19 +177,18 @@ pub fn check_register(initial: Option<i64>, ops: &[TimedOp], max_steps: u64) -> 
                         prefix: best.2,
                     }
                 }
-                Some((call, s)) => {
-                    let op = events[call].2;
-                    state = s;
-                    hash = (hash.0 ^ keys[op].0, hash.1 ^ keys[op].1);
-                    if ops[op].complete.is_some() {
-                        known_left += 1;
-                    }
-                    relink(&mut next, &mut prev, ret_of[op]);
-                    relink(&mut next, &mut prev, call);
-                    e = next[call];
-                }
+                Some(top) => top,
             }
+        };
+        let op = events[call].2;
+        state = s;
+        hash = (hash.0 ^ keys[op].0, hash.1 ^ keys[op].1);
+        if ops[op].complete.is_some() {
+            known_left += 1;
         }
+        relink(&mut next, &mut prev, ret_of[op]);
+        relink(&mut next, &mut prev, call);
+        e = next[call];
     }
     Linearizability::Ok
 }

@@ -23,6 +23,8 @@ use crate::sql_cluster::SqlCluster;
 /// Register clients and set clients per run.
 const REGISTER_CLIENTS: usize = 4;
 const SET_CLIENTS: usize = 2;
+/// Ops the clients must complete on the healed cluster before they stop.
+const OPS_AFTER_HEAL: usize = 50;
 /// Search budget of the linearizability checker, per register.
 const MAX_STEPS: u64 = 20_000_000;
 
@@ -224,8 +226,15 @@ async fn recover(ends: &Endpoints, history: &History) -> anyhow::Result<()> {
     )
     .await?;
     history.fault(format!("recovered after heal in {:?}", before.elapsed()));
-    // Let clients run on the healed cluster for a moment.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The clients themselves must work on the healed cluster, so the
+    // history ends with ops the checkers can order after every fault.
+    let healed = history.now_us();
+    wait_until(
+        "clients to complete ops on the healed cluster",
+        Duration::from_secs(30),
+        || async { (history.ok_since(healed) >= OPS_AFTER_HEAL).then_some(()) },
+    )
+    .await?;
     Ok(())
 }
 

@@ -93,6 +93,14 @@ impl History {
             .push((t, what.into()));
     }
 
+    /// How many ops invoked at or after `since_us` completed ok.
+    pub fn ok_since(&self, since_us: u64) -> usize {
+        let ops = self.ops.lock().expect("history lock poisoned");
+        ops.iter()
+            .filter(|o| o.outcome == Outcome::Ok && o.invoke_us >= since_us)
+            .count()
+    }
+
     /// A copy of every op, in invocation order.
     pub fn ops(&self) -> Vec<OpRecord> {
         let mut ops = self.ops.lock().expect("history lock poisoned").clone();
