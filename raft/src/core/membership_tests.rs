@@ -427,3 +427,57 @@ fn a_non_voters_leader_lease_lapses() {
     }
     assert!(!c.node(4).in_leader_lease());
 }
+
+/// A lone voter becomes leader before its vote is on disk. Until an entry
+/// of its term is durable, nothing it sends may leave ahead of the disk
+/// (Ready::messages), or a crash that undid the term could leave a learner
+/// holding entries of a term another leader then fills differently.
+#[test]
+fn a_lone_voter_sends_nothing_before_its_term_is_durable() {
+    let mut c = Cluster::new(&[1]);
+    c.elect(1);
+    c.add_node(2, &[]);
+    c.change(1, add(2)).unwrap();
+    c.settle();
+    assert!(c.node(2).membership().contains(2));
+    // Restart node 1 from what it has, and let it win a new term without
+    // reporting anything durable.
+    let st = c.node(1).status();
+    let log: Vec<Entry> = (1..=st.last_index)
+        .map(|i| c.node(1).entry(i).unwrap().clone())
+        .collect();
+    let mut r = Raft::new(
+        config(1, &[1]),
+        Persisted {
+            hard_state: crate::types::HardState {
+                term: st.term,
+                vote: Some(1),
+            },
+            snapshot: Default::default(),
+            entries: log,
+            applied: st.applied,
+        },
+    )
+    .unwrap();
+    r.campaign();
+    assert_eq!(r.status().role, Role::Leader);
+    let first = r.ready();
+    assert!(first.hard_state.is_some());
+    assert!(first.messages.is_empty(), "{:?}", first.messages);
+    r.propose(Bytes::from("x")).unwrap();
+    r.tick(); // a heartbeat to the learner
+    let second = r.ready();
+    assert!(second.hard_state.is_none());
+    assert!(
+        second.messages.is_empty(),
+        "sent before the term was durable: {:?}",
+        second.messages
+    );
+    assert!(second.persisted_messages.iter().any(|m| m.to == 2));
+    // Once the no-op of its term is durable, it talks at once again.
+    let noop = first.entries.last().unwrap();
+    r.on_persisted(noop.index, noop.term);
+    r.tick();
+    let third = r.ready();
+    assert!(third.messages.iter().any(|m| m.to == 2), "{third:?}");
+}
