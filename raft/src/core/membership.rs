@@ -143,6 +143,12 @@ impl Raft {
         self.configs.current_index()
     }
 
+    /// Bumped each time the configuration in force changes: a cheap way for
+    /// the driver to notice, once per Ready, without comparing members.
+    pub fn membership_generation(&self) -> u64 {
+        self.membership_generation
+    }
+
     /// Leader: proposes `next` as the new configuration. It may differ from
     /// the one in force by at most one voter (added, removed, or a learner
     /// promoted); learners and addresses may change freely. Returns the
@@ -220,6 +226,7 @@ impl Raft {
     /// replicating to the members added or removed, and re-evaluates what
     /// the new quorum has stored.
     pub(super) fn on_membership_changed(&mut self) {
+        self.membership_generation += 1;
         let membership = self.configs.current().clone();
         tracing::info!(
             node = self.cfg.id,

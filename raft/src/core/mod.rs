@@ -293,6 +293,8 @@ pub struct Raft {
     log: RaftLog,
     /// The configurations in the log; the newest is in force.
     configs: Configs,
+    /// Counts changes of the configuration in force.
+    membership_generation: u64,
     /// Leader only: replication state of every other member (learners too).
     progress: BTreeMap<NodeId, Progress>,
     /// Candidate and pre-candidate: the answers received.
@@ -373,6 +375,7 @@ impl Raft {
         configs.note_appended(cfg.id, &entries);
         Ok(Raft {
             configs,
+            membership_generation: 0,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,

@@ -155,6 +155,9 @@ pub(crate) struct EventLoop<O> {
     status: watch::Sender<Status>,
     /// The configuration in force, for the application (addresses).
     membership: watch::Sender<Membership>,
+    /// The core's membership generation the senders and `membership`
+    /// follow.
+    membership_seen: u64,
     shutdown: watch::Receiver<bool>,
     stopped: Arc<watch::Sender<bool>>,
     fatal: Fatal,
@@ -171,6 +174,7 @@ impl<O: Send + 'static> EventLoop<O> {
             id: p.core.id(),
             role: p.core.status().role,
             term: p.core.status().term,
+            membership_seen: p.core.membership_generation(),
             core: p.core,
             tick: p.tick,
             inbound: p.inbound,
@@ -637,10 +641,12 @@ impl<O: Send + 'static> EventLoop<O> {
     /// Follows the configuration in force: senders for new members,
     /// none for removed ones, and the application told.
     fn sync_membership(&mut self) {
-        let now = self.core.membership();
-        if *self.membership.borrow() == *now {
+        let generation = self.core.membership_generation();
+        if generation == self.membership_seen {
             return;
         }
+        self.membership_seen = generation;
+        let now = self.core.membership();
         self.peers.sync(self.id, now);
         self.membership.send_replace(now.clone());
     }
