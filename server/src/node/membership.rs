@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use resqlite_proto::client::MemberAddress;
 use resqlite_raft::driver::ProposeError;
-use resqlite_raft::{Membership, MembershipChange, NodeId, Role};
+use resqlite_raft::{Member, Membership, MembershipChange, NodeId, Role};
 use tonic::Status;
 
 use super::{Node, PeerAddrs};
@@ -71,38 +71,41 @@ impl Node {
         membership
             .members
             .iter()
-            .map(|(&id, m)| {
-                let known = self.configured.get(&id);
-                let pick = |logged: &String, flag: Option<&String>| {
-                    if logged.is_empty() {
-                        flag.cloned().unwrap_or_default()
-                    } else {
-                        logged.clone()
-                    }
-                };
-                let addrs = PeerAddrs {
-                    client: pick(&m.client_addr, known.map(|k| &k.client)),
-                    grpc: pick(&m.raft_addr, known.map(|k| &k.grpc)),
-                };
-                (
-                    id,
-                    MemberView {
-                        addrs,
-                        voter: m.voter,
-                    },
-                )
-            })
+            .map(|(&id, m)| (id, self.view(id, m)))
             .collect()
     }
 
-    /// How to reach member `id` (this node's own flags for itself).
+    /// Member `id` as this node sees it: the addresses the log carries,
+    /// else those from this node's flags.
+    fn view(&self, id: NodeId, m: &Member) -> MemberView {
+        let known = self.configured.get(&id);
+        let pick = |logged: &String, flag: Option<&String>| {
+            if logged.is_empty() {
+                flag.cloned().unwrap_or_default()
+            } else {
+                logged.clone()
+            }
+        };
+        MemberView {
+            addrs: PeerAddrs {
+                client: pick(&m.client_addr, known.map(|k| &k.client)),
+                grpc: pick(&m.raft_addr, known.map(|k| &k.grpc)),
+            },
+            voter: m.voter,
+        }
+    }
+
+    /// How to reach member `id` (this node's own flags for itself). On the
+    /// path of every redirect: looks up the one member, copies nothing else.
     pub fn addrs_of(&self, id: NodeId) -> Option<PeerAddrs> {
         if id == self.raft.id() {
             if let Some(me) = self.configured.get(&id) {
                 return Some(me.clone());
             }
         }
-        self.members().remove(&id).map(|m| m.addrs)
+        let membership = self.raft.watch_membership();
+        let member = membership.borrow().members.get(&id).cloned()?;
+        Some(self.view(id, &member).addrs)
     }
 
     /// The members for the Admin service's answers.
