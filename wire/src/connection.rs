@@ -18,10 +18,11 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::codec::{Framed, FramedParts};
 
 use crate::client::Conn;
-use crate::codec::{Inbound, WireCodec};
+use crate::codec::{statement_too_large, Inbound, WireCodec};
 use crate::errors::{error_info, protocol_violation};
 use crate::executor::{Executor, Outcome, SqlError, Value};
 use crate::extended::{Portal, Prepared};
+use crate::large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
 use crate::server::Shared;
 use crate::session::{self, Settings};
 
@@ -103,6 +104,8 @@ pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) 
     Connection {
         conn,
         executor: Arc::clone(&shared.executor),
+        large: Arc::clone(&shared.large),
+        max_statement_bytes: shared.opts.max_query_bytes,
         settings,
         cancel,
         statements: HashMap::new(),
@@ -124,6 +127,10 @@ async fn send_fatal(conn: &mut Conn, error: &SqlError) -> io::Result<()> {
 pub(crate) struct Connection<E> {
     pub(crate) conn: Conn,
     pub(crate) executor: Arc<E>,
+    /// Runs the executor's calls for large statements.
+    pub(crate) large: Arc<LargeStatements>,
+    /// The largest statement accepted (text and parameters together).
+    pub(crate) max_statement_bytes: usize,
     pub(crate) settings: Settings,
     /// Fired by a CancelRequest with this connection's key.
     pub(crate) cancel: Option<Arc<ConnectionHandle>>,
@@ -239,9 +246,21 @@ impl<E: Executor> Connection<E> {
                 reply.outcome
             }
             None => {
+                let bytes = statement_bytes(sql, &params);
+                if bytes > self.max_statement_bytes {
+                    return Err(statement_too_large(bytes, self.max_statement_bytes).into());
+                }
                 let session = self.settings.session();
-                let execute = self.executor.execute(&session, sql, params);
-                crate::guard::call(execute, self.cancel.as_deref()).await?
+                if bytes >= LARGE_STATEMENT_BYTES {
+                    let executor = Arc::clone(&self.executor);
+                    let sql = sql.to_string();
+                    let make =
+                        move || async move { executor.execute(&session, &sql, params).await };
+                    self.large.call(make, self.cancel.clone()).await?
+                } else {
+                    let execute = self.executor.execute(&session, sql, params);
+                    crate::guard::call(execute, self.cancel.as_deref()).await?
+                }
             }
         };
         self.track_transaction(&outcome.tag, sql);

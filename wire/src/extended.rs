@@ -19,6 +19,7 @@ use pgwire::messages::PgWireBackendMessage;
 use crate::connection::{Connection, Failure};
 use crate::errors::protocol_violation;
 use crate::executor::{Column, Executor, SqlError, Value};
+use crate::large_statement::LARGE_STATEMENT_BYTES;
 use crate::session;
 use crate::types::{data_row, decode_param, formats, row_description, type_oid, Format};
 
@@ -114,8 +115,14 @@ impl<E: Executor> Connection<E> {
                 param_types: Vec::new(),
             }
         } else {
-            let description =
-                crate::guard::call(self.executor.describe(&query), self.cancel.as_deref()).await?;
+            let description = if query.len() >= LARGE_STATEMENT_BYTES {
+                let executor = Arc::clone(&self.executor);
+                let sql = query.clone();
+                let make = move || async move { executor.describe(&sql).await };
+                self.large.call(make, self.cancel.clone()).await?
+            } else {
+                crate::guard::call(self.executor.describe(&query), self.cancel.as_deref()).await?
+            };
             if given.len() > description.params.len() {
                 return Err(too_many_types(given.len(), description.params.len()).into());
             }

@@ -13,6 +13,7 @@ mod errors;
 mod executor;
 mod extended;
 mod guard;
+mod large_statement;
 mod options;
 mod server;
 mod session;
@@ -23,5 +24,5 @@ mod types;
 pub use executor::{
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
-pub use options::{Auth, WireOptions};
+pub use options::{Auth, WireOptions, MAX_STATEMENT_BYTES};
 pub use server::serve;

@@ -1,5 +1,17 @@
 //! What the front end is configured with.
 
+/// The largest statement a client may send, in bytes: a Query's text, a
+/// Parse's text, or a Bind with all its parameters, and also the SQL text of
+/// a bound statement plus its parameters together.
+///
+/// Every write is replicated as one Raft entry and applied on every node,
+/// whose SQLite accepts no longer SQL text (`SQLITE_LIMIT_SQL_LENGTH`) and
+/// no longer string or BLOB (`SQLITE_LIMIT_LENGTH`) than this. A larger
+/// statement is refused with SQLSTATE 54000 before anything runs or is
+/// proposed. Statements up to this size commit without a leadership change
+/// (see `server/tests/big_statements.rs`).
+pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
+
 /// How clients prove who they are at startup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -17,9 +29,11 @@ pub struct WireOptions {
     /// server_version`. libpq trusts `in_hot_standby` and
     /// `default_transaction_read_only` only from servers ≥ 14.
     pub server_version: String,
-    /// The largest frontend message accepted, in bytes: a Query's or a
-    /// Parse's SQL text, or a Bind with all its parameters. A larger one is
-    /// refused with SQLSTATE 54000 and skipped without being buffered; the
+    /// The largest statement accepted, in bytes ([`MAX_STATEMENT_BYTES`]
+    /// by default; tests lower it). A frontend message over it (a Query's
+    /// or a Parse's SQL text, or a Bind with all its parameters) is refused
+    /// with SQLSTATE 54000 and skipped without being buffered; so is an
+    /// Execute whose statement text and parameters together exceed it. The
     /// connection goes on.
     pub max_query_bytes: usize,
     /// How clients authenticate.
@@ -30,7 +44,7 @@ impl Default for WireOptions {
     fn default() -> Self {
         WireOptions {
             server_version: "16.0".to_string(),
-            max_query_bytes: 64 << 20,
+            max_query_bytes: MAX_STATEMENT_BYTES,
             auth: Auth::Trust,
         }
     }

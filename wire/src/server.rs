@@ -11,6 +11,7 @@ use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
 
 use crate::executor::Executor;
+use crate::large_statement::LargeStatements;
 use crate::options::WireOptions;
 use crate::startup::Startup;
 
@@ -21,6 +22,8 @@ pub(crate) struct Shared<E> {
     pub(crate) startup: Startup<E>,
     /// Cancel keys of the connections that are in.
     pub(crate) cancels: Arc<ConnectionManager>,
+    /// Where large statements are handled, off the async workers.
+    pub(crate) large: Arc<LargeStatements>,
 }
 
 /// Serves PostgreSQL clients on `listener` until accepting fails for good.
@@ -39,6 +42,7 @@ pub async fn serve<E: Executor>(
         executor,
         opts,
         cancels,
+        large: Arc::new(LargeStatements::new()),
     });
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "PostgreSQL front end listening");

@@ -2,12 +2,14 @@
 //! statements, each answered in turn.
 
 use std::io;
+use std::sync::Arc;
 
 use pgwire::messages::response::{CommandComplete, EmptyQueryResponse};
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::connection::{Connection, Failure};
 use crate::executor::{Executor, Outcome};
+use crate::large_statement::LARGE_STATEMENT_BYTES;
 use crate::session;
 use crate::types::{data_row, row_description, Format};
 
@@ -23,7 +25,13 @@ impl<E: Executor> Connection<E> {
         {
             return self.empty_query().await;
         }
-        let statements = match crate::guard::call_sync(|| self.executor.split(&query)) {
+        let split = if query.len() >= LARGE_STATEMENT_BYTES {
+            let executor = Arc::clone(&self.executor);
+            self.large.call_sync(move || executor.split(&query)).await
+        } else {
+            crate::guard::call_sync(|| self.executor.split(&query))
+        };
+        let statements = match split {
             Ok(statements) => statements,
             Err(error) => return self.fail(&error, false).await,
         };

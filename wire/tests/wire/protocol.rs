@@ -290,6 +290,43 @@ async fn a_query_over_the_size_limit_is_refused() {
     assert_eq!(kinds(&raw.simple("SELECT 1").await), "TDC");
 }
 
+/// Each message under the limit, but the statement's text and its bound
+/// parameters together over it: refused at Execute, before the executor
+/// sees anything, and the limit is in the message.
+#[tokio::test]
+async fn a_bound_statement_over_the_size_limit_is_refused() {
+    let fake = Arc::new(Fake::default());
+    let opts = WireOptions {
+        max_query_bytes: 1024,
+        ..Default::default()
+    };
+    let addr = start(Arc::clone(&fake), opts).await;
+    let mut raw = Raw::connect(addr, &[]).await;
+    let long_insert = format!("{INSERT}{}", " ".repeat(600));
+    let text = "x".repeat(600);
+    let params = [Some(&b"1"[..]), None, Some(text.as_bytes()), None, None];
+    let mut batch = parse("", &long_insert, &[]);
+    batch.extend(bind("", "", &[], &params, &[]));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(kinds(&reply), "12E");
+    assert_eq!(sqlstate(&reply), "54000");
+    let message = error_fields(&reply[2].1).remove(&b'M').unwrap();
+    assert!(message.contains("1024 bytes"), "{message}");
+    assert!(fake.log.lock().unwrap().is_empty());
+    // Within the limit, the same statement runs.
+    let short = [Some(&b"1"[..]), None, Some(&b"x"[..]), None, None];
+    let mut batch = parse("", &long_insert, &[]);
+    batch.extend(bind("", "", &[], &short, &[]));
+    batch.extend(execute("", 0));
+    batch.extend(sync());
+    raw.send(&batch).await;
+    assert_eq!(kinds(&raw.until_ready().await), "12C");
+    assert_eq!(fake.log.lock().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn bind_errors_are_clear() {
     let (fake, addr) = server().await;
