@@ -158,7 +158,7 @@ fn render(members: &[Member]) -> String {
         let cells = match &m.answer {
             Ok(s) => vec![
                 s.id.to_string(),
-                s.role.clone(),
+                role_cell(s),
                 s.term.to_string(),
                 s.commit_index.to_string(),
                 s.applied_index.to_string(),
@@ -192,7 +192,36 @@ fn render(members: &[Member]) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
+    // A halted node's applied index stays behind: say why, under the table.
+    for s in members.iter().filter_map(|m| m.answer.as_ref().ok()) {
+        if !s.halted.is_empty() {
+            out.push_str(&format!(
+                "node {} halted (applies nothing until restarted): {}\n",
+                s.id, s.halted
+            ));
+        }
+        if !s.diverged.is_empty() {
+            out.push_str(&format!(
+                "node {} diverged (its database differs from the majority's; rebuild it, see \
+                 `resqlite check` in docs/operations.md): {}\n",
+                s.id, s.diverged
+            ));
+        }
+    }
     out
+}
+
+/// The role cell: the role, then what is wrong with the node, if anything
+/// (explained under the table).
+fn role_cell(s: &NodeStatusResponse) -> String {
+    let mut cell = s.role.clone();
+    if !s.halted.is_empty() {
+        cell.push_str(" HALTED");
+    }
+    if !s.diverged.is_empty() {
+        cell.push_str(" DIVERGED");
+    }
+    cell
 }
 
 /// `resqlite node transfer-leader`: finds the leader from any node, asks it
@@ -255,6 +284,7 @@ mod tests {
                 last_log_index: commit,
                 snapshot_index: 0,
                 members: vec![],
+                ..Default::default()
             }),
         }
     }

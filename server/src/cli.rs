@@ -25,6 +25,11 @@ pub enum Command {
     Status(AdminArgs),
     /// Operate on the cluster's members.
     Node(NodeArgs),
+    /// Prove the replicas are identical: a check entry goes through the
+    /// Raft log, every member hashes its database when it applies it, and
+    /// each member's hash is compared with the leader's. Exits non-zero on
+    /// a mismatch or a member that does not answer.
+    Check(CheckArgs),
 }
 
 /// How to reach a cluster for an admin command.
@@ -33,6 +38,15 @@ pub struct AdminArgs {
     /// gRPC address (HOST:PORT) of any node of the cluster.
     #[arg(long, env = "RESQLITE_NODE", default_value = "127.0.0.1:7432")]
     pub node: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// How long to wait for every member to apply the check.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,7 +1,8 @@
 //! The `resqlite` command: run a node (`serve`) or a local cluster
-//! (`cluster`), and look at or operate one (`status`, `node`).
+//! (`cluster`), and look at or operate one (`status`, `node`, `check`).
 
 mod admin_cli;
+mod check_cli;
 mod cli;
 mod cluster;
 mod serve;
@@ -25,5 +26,6 @@ fn main() -> anyhow::Result<()> {
         cli::Command::Cluster(args) => runtime.block_on(cluster::run(args)),
         cli::Command::Status(args) => runtime.block_on(admin_cli::status(args)),
         cli::Command::Node(args) => runtime.block_on(admin_cli::node(args)),
+        cli::Command::Check(args) => runtime.block_on(check_cli::check(args)),
     }
 }

@@ -23,6 +23,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db_path = args.data_dir.join("db.sqlite");
     let sm = SqliteStateMachine::open(&db_path)
         .with_context(|| format!("cannot open {}", db_path.display()))?;
+    let checks = sm.checks();
     let reads = ReadPool::open(&db_path, args.read_connections, sm.generation())
         .with_context(|| format!("cannot open read connections to {}", db_path.display()))?;
 
@@ -68,7 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start Raft")?;
     let me = addrs.get(&args.id).cloned().expect("inserted above");
-    let node = Node::new(raft.clone(), reads, addrs);
+    let node = Node::new(raft.clone(), reads, addrs, checks);
 
     // The gRPC server keeps running during a SIGTERM hand-over (the new
     // leader must still reach this node), then stops with the rest.

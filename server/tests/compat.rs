@@ -502,6 +502,10 @@ async fn real_clients_against_a_real_cluster() {
         assert_eq!(now, leader, "leadership moved during {client}");
     }
 
+    // The suite ends with the replicas proving they are identical after
+    // every client's writes.
+    let check = resqlite_tests::check::check_cluster(&c, Duration::from_secs(60)).await;
+
     let matrix = render_matrix(&results);
     let dir = target_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -510,6 +514,14 @@ async fn real_clients_against_a_real_cluster() {
     eprintln!("suite: {:.1?}", suite_started.elapsed());
 
     let mut problems = Vec::new();
+    match check {
+        Ok(report) if report.identical() => eprintln!("resqlite check: {}", report.describe()),
+        Ok(report) => problems.push(format!(
+            "resqlite check: replicas differ: {}",
+            report.describe()
+        )),
+        Err(e) => problems.push(format!("resqlite check could not run: {e:#}")),
+    }
     for &client in CLIENTS {
         match &results[client] {
             Outcome::Skipped(why) => {

@@ -1,5 +1,6 @@
 //! Harness for multi-process cluster tests.
 
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod jepsen;

@@ -342,6 +342,30 @@ impl SqlCluster {
         .await
     }
 
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.nodes.get(&id)?.child.as_ref().map(Child::id)
+    }
+
+    /// Node `id`'s data directory (it may not exist before its first start).
+    pub fn data_dir(&self, id: NodeId) -> Option<&Path> {
+        self.nodes.get(&id).map(|n| n.data_dir.as_path())
+    }
+
+    /// Node `id`'s peak resident memory so far, in bytes (`VmHWM`).
+    pub fn peak_rss(&self, id: NodeId) -> anyhow::Result<u64> {
+        let pid = self
+            .pid(id)
+            .ok_or_else(|| anyhow!("node {id} is not running"))?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or_else(|| anyhow!("no VmHWM for node {id}"))?;
+        Ok(kb * 1024)
+    }
+
     /// Nodes whose process is running.
     pub fn running(&self) -> Vec<NodeId> {
         self.nodes

@@ -219,6 +219,9 @@ impl Raft {
     /// force, as any candidate, leads without counting itself, commits its
     /// removal and hands over (found by the simulator).
     pub(super) fn may_campaign(&self) -> bool {
+        if self.state_machine_halted {
+            return false;
+        }
         self.is_voter() || self.configs.at(self.log.committed).is_voter(self.cfg.id)
     }
 
@@ -269,6 +272,12 @@ impl Raft {
         {
             return;
         }
+        self.hand_over_and_step_down("removed from the cluster");
+    }
+
+    /// Leader: tells the most caught-up voter, if its log is complete, to
+    /// campaign at once (TimeoutNow), and steps down.
+    pub(super) fn hand_over_and_step_down(&mut self, why: &'static str) {
         let last = self.log.last_index();
         let membership = self.configs.current();
         let successor = self
@@ -281,7 +290,7 @@ impl Raft {
             node = self.cfg.id,
             term = self.term,
             ?successor,
-            "removed from the cluster; stepping down"
+            "{why}; stepping down"
         );
         if let Some((to, matched)) = successor {
             if matched == last {

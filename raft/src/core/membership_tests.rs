@@ -481,3 +481,28 @@ fn a_lone_voter_sends_nothing_before_its_term_is_durable() {
     let third = r.ready();
     assert!(third.messages.iter().any(|m| m.to == 2), "{third:?}");
 }
+
+#[test]
+fn a_leader_whose_state_machine_halts_hands_over_and_never_leads_again() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.elect(1);
+    c.write(1, "a");
+    c.node(1).halt_state_machine();
+    c.settle();
+    let leader = c
+        .leader()
+        .expect("a new leader without an election timeout");
+    assert_ne!(leader, 1);
+    assert_eq!(c.node(1).status().role, Role::Follower);
+    // Its log still counts: with the new leader's only other voter down,
+    // the halted node's acknowledgement commits the next write.
+    let other = [2, 3].into_iter().find(|&n| n != leader).expect("a voter");
+    c.down.insert(other);
+    let b = c.write(leader, "b");
+    assert_eq!(c.commit(leader), b);
+    // Alone with nobody else up, it never campaigns.
+    c.down.remove(&other);
+    c.down.extend([2, 3]);
+    c.tick(100);
+    assert_eq!(c.node(1).status().role, Role::Follower);
+}

@@ -317,6 +317,10 @@ pub struct Raft {
     dropped_reads: Vec<u64>,
     prev_hard_state: HardState,
     prev_soft_state: SoftState,
+    /// The state machine stopped applying after a node-local failure: this
+    /// node must not lead, since it could neither answer reads nor report
+    /// the outcome of writes.
+    state_machine_halted: bool,
 }
 
 impl Raft {
@@ -397,6 +401,7 @@ impl Raft {
             dropped_reads: Vec::new(),
             prev_hard_state: hard_state,
             prev_soft_state: soft,
+            state_machine_halted: false,
             cfg,
         })
     }
@@ -454,6 +459,25 @@ impl Raft {
         let index = self.append_entry(EntryKind::Normal, data);
         self.append_pending = true;
         Ok((index, self.term))
+    }
+
+    /// The state machine stopped applying (a node-local failure: disk
+    /// full, I/O error …). From now on this node never campaigns; a leader
+    /// hands leadership to the most caught-up voter and steps down. Its log
+    /// and its vote still count, so the cluster keeps its quorum.
+    pub fn halt_state_machine(&mut self) {
+        if self.state_machine_halted {
+            return;
+        }
+        self.state_machine_halted = true;
+        tracing::warn!(
+            node = self.cfg.id,
+            term = self.term,
+            "state machine halted; this node will not lead"
+        );
+        if self.role == Role::Leader {
+            self.hand_over_and_step_down("state machine halted");
+        }
     }
 
     /// Asks to hand leadership to `to`: once its log is up to date it is

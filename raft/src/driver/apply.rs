@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::snapshot_dir::SnapshotDir;
-use super::{DriverError, ProposeError, StateMachine};
+use super::{DriverError, Halt, Halted, ProposeError, StateMachine};
 use crate::core::Message;
 use crate::types::{Entry, NodeId, SnapshotMeta};
 
@@ -65,12 +65,17 @@ pub(crate) enum SnapshotEvent {
         result: Result<(), String>,
         messages: Vec<Message>,
     },
+    /// The state machine stopped applying after a node-local failure
+    /// ([`Halt`]): this node must no longer lead.
+    Halted { reason: String },
 }
 
-/// Where the apply thread reports snapshot work.
+/// Where the apply thread reports snapshot work and a halt.
 pub(crate) struct SnapshotSide {
     pub(crate) dir: SnapshotDir,
     pub(crate) events: mpsc::Sender<SnapshotEvent>,
+    /// Why the state machine halted, for every handle to read.
+    pub(crate) halted: Halted,
 }
 
 struct Waiter<O> {
@@ -106,6 +111,7 @@ fn run<S: StateMachine>(
         node,
         applied: sm.applied_index(),
         waiters: BTreeMap::new(),
+        halted: None,
     };
     let mut pending: Vec<Entry> = Vec::new();
     while let Some(first) = cmds.blocking_recv() {
@@ -117,11 +123,11 @@ fn run<S: StateMachine>(
                 ApplyCmd::Register { index, term, reply } => applier.register(index, term, reply),
                 ApplyCmd::Apply(entries) => pending.extend(entries),
                 ApplyCmd::FailPending { commit } => {
-                    applier.apply(&mut sm, &mut pending, &applied_tx);
+                    applier.apply(&mut sm, &mut pending, &applied_tx, &side);
                     applier.fail_above(commit);
                 }
                 ApplyCmd::TakeSnapshot => {
-                    applier.apply(&mut sm, &mut pending, &applied_tx);
+                    applier.apply(&mut sm, &mut pending, &applied_tx, &side);
                     take_snapshot(node, &mut sm, &side);
                 }
                 ApplyCmd::Restore {
@@ -129,8 +135,16 @@ fn run<S: StateMachine>(
                     path,
                     messages,
                 } => {
-                    applier.apply(&mut sm, &mut pending, &applied_tx);
-                    let result = applier.restore(&mut sm, &meta, &path, &applied_tx);
+                    applier.apply(&mut sm, &mut pending, &applied_tx, &side);
+                    let result = match &applier.halted {
+                        // A halted state machine may hold a half-applied
+                        // batch: stop the node; restarted, it restores
+                        // from the installed snapshot.
+                        Some(reason) => Err(format!(
+                            "cannot restore a snapshot: the state machine halted: {reason}"
+                        )),
+                        None => applier.restore(&mut sm, &meta, &path, &applied_tx),
+                    };
                     let event = SnapshotEvent::Restored { result, messages };
                     if side.events.blocking_send(event).is_err() {
                         break;
@@ -138,7 +152,7 @@ fn run<S: StateMachine>(
                 }
             }
         }
-        applier.apply(&mut sm, &mut pending, &applied_tx);
+        applier.apply(&mut sm, &mut pending, &applied_tx, &side);
     }
     // Shutting down: whatever still waits will not be answered here.
     for (_, w) in std::mem::take(&mut applier.waiters) {
@@ -199,6 +213,9 @@ struct Applier<O> {
     node: NodeId,
     applied: u64,
     waiters: BTreeMap<u64, Waiter<O>>,
+    /// Set once the state machine failed node-locally: nothing is applied
+    /// after that, and nothing is skipped either.
+    halted: Option<String>,
 }
 
 impl<O> Applier<O> {
@@ -274,6 +291,7 @@ impl<O> Applier<O> {
         sm: &mut S,
         pending: &mut Vec<Entry>,
         applied_tx: &watch::Sender<u64>,
+        side: &SnapshotSide,
     ) {
         if pending.is_empty() {
             return;
@@ -286,7 +304,28 @@ impl<O> Applier<O> {
         if entries.is_empty() {
             return;
         }
-        let outputs = sm.apply(entries);
+        if self.halted.is_some() {
+            self.answer_unknown(entries);
+            return;
+        }
+        let wanted: Vec<bool> = entries
+            .iter()
+            .map(|e| self.waiters.get(&e.index).is_some_and(|w| w.term == e.term))
+            .collect();
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sm.apply(entries, &wanted)))
+                .unwrap_or_else(|panic| {
+                    Err(Halt {
+                        reason: format!("the state machine panicked: {}", panic_text(&panic)),
+                    })
+                });
+        let outputs = match applied {
+            Ok(outputs) => outputs,
+            Err(halt) => {
+                self.halt(halt, entries, side);
+                return;
+            }
+        };
         if outputs.len() != entries.len() {
             tracing::error!(
                 node = self.node,
@@ -325,6 +364,44 @@ impl<O> Applier<O> {
             }
         }
     }
+
+    /// The state machine failed node-locally on `entries`, holding none of
+    /// their effects: stop applying for good and say why. The entries are
+    /// committed, so the other nodes apply them; whoever waits here cannot
+    /// learn how.
+    fn halt(&mut self, halt: Halt, entries: &[Entry], side: &SnapshotSide) {
+        tracing::error!(
+            node = self.node,
+            first = entries.first().map(|e| e.index),
+            applied = self.applied,
+            reason = %halt.reason,
+            "state machine halted: applying stops here; restart the node to retry"
+        );
+        if let Ok(mut h) = side.halted.lock() {
+            *h = Some(halt.reason.clone());
+        }
+        self.halted = Some(halt.reason.clone());
+        self.answer_unknown(entries);
+        let _ = side.events.blocking_send(SnapshotEvent::Halted {
+            reason: halt.reason,
+        });
+    }
+
+    fn answer_unknown(&mut self, entries: &[Entry]) {
+        for e in entries {
+            if let Some(w) = self.waiters.remove(&e.index) {
+                let _ = w.reply.send(Err(ProposeError::OutcomeUnknown));
+            }
+        }
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 #[cfg(test)]
@@ -336,19 +413,28 @@ mod tests {
     struct Recorder {
         applied: u64,
         seen: Vec<u64>,
+        /// Entries at or above this index fail node-locally.
+        fail_from: Option<u64>,
     }
 
     impl StateMachine for Recorder {
         type Output = u64;
-        fn apply(&mut self, entries: &[Entry]) -> Vec<u64> {
-            entries
+        fn apply(&mut self, entries: &[Entry], _wanted: &[bool]) -> Result<Vec<u64>, Halt> {
+            if let Some(bad) = self.fail_from {
+                if entries.iter().any(|e| e.index >= bad) {
+                    return Err(Halt {
+                        reason: "disk full".into(),
+                    });
+                }
+            }
+            Ok(entries
                 .iter()
                 .map(|e| {
                     self.applied = e.index;
                     self.seen.push(e.index);
                     e.index
                 })
-                .collect()
+                .collect())
         }
         fn applied_index(&self) -> u64 {
             self.applied
@@ -369,7 +455,20 @@ mod tests {
             node: 1,
             applied: 0,
             waiters: BTreeMap::new(),
+            halted: None,
         }
+    }
+
+    /// The apply side of a node whose snapshot directory is never used.
+    fn side() -> (SnapshotSide, mpsc::Receiver<SnapshotEvent>) {
+        let (events, rx) = mpsc::channel(4);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let side = SnapshotSide {
+            dir: SnapshotDir::open(dir.path().join("snapshots")).expect("snapshot dir"),
+            events,
+            halted: Default::default(),
+        };
+        (side, rx)
     }
 
     #[test]
@@ -377,6 +476,7 @@ mod tests {
         let mut sm = Recorder {
             applied: 0,
             seen: vec![],
+            fail_from: None,
         };
         let (tx, _) = watch::channel(0);
         let mut a = applier();
@@ -385,7 +485,7 @@ mod tests {
         a.register(1, 2, ok_tx);
         a.register(2, 2, dropped_tx);
         let mut pending = vec![entry(1, 2), entry(2, 3)];
-        a.apply(&mut sm, &mut pending, &tx);
+        a.apply(&mut sm, &mut pending, &tx, &side().0);
         assert_eq!(ok_rx.try_recv().unwrap(), Ok(1));
         assert_eq!(dropped_rx.try_recv().unwrap(), Err(ProposeError::Dropped));
         assert_eq!(*tx.borrow(), 2);
@@ -414,12 +514,49 @@ mod tests {
         let mut sm = Recorder {
             applied: 2,
             seen: vec![],
+            fail_from: None,
         };
         let (tx, _) = watch::channel(2);
         let mut a = applier();
         a.applied = 2;
         let mut pending = vec![entry(1, 1), entry(2, 1), entry(3, 1)];
-        a.apply(&mut sm, &mut pending, &tx);
+        a.apply(&mut sm, &mut pending, &tx, &side().0);
         assert_eq!(sm.seen, vec![3]);
+    }
+
+    #[test]
+    fn a_node_local_failure_halts_without_skipping_the_entry() {
+        let mut sm = Recorder {
+            applied: 0,
+            seen: vec![],
+            fail_from: Some(2),
+        };
+        let (tx, _) = watch::channel(0);
+        let (side, mut events) = side();
+        let mut a = applier();
+        let (w_tx, mut w_rx) = oneshot::channel();
+        a.register(2, 1, w_tx);
+        let mut pending = vec![entry(1, 1)];
+        a.apply(&mut sm, &mut pending, &tx, &side);
+        let mut pending = vec![entry(2, 1), entry(3, 1)];
+        a.apply(&mut sm, &mut pending, &tx, &side);
+        assert_eq!(
+            *tx.borrow(),
+            1,
+            "the applied index stays before the failure"
+        );
+        assert_eq!(w_rx.try_recv().unwrap(), Err(ProposeError::OutcomeUnknown));
+        assert!(matches!(
+            events.try_recv(),
+            Ok(SnapshotEvent::Halted { reason }) if reason == "disk full"
+        ));
+        assert_eq!(side.halted.lock().unwrap().as_deref(), Some("disk full"));
+        // Later entries are never applied past the hole, even if the state
+        // machine would accept them.
+        sm.fail_from = None;
+        let mut pending = vec![entry(4, 1)];
+        a.apply(&mut sm, &mut pending, &tx, &side);
+        assert_eq!(sm.seen, vec![1]);
+        assert_eq!(*tx.borrow(), 1);
     }
 }

@@ -319,6 +319,10 @@ impl<O: Send + 'static> EventLoop<O> {
                     self.snapshots.bytes = 0;
                 }
             }
+            SnapshotEvent::Halted { reason } => {
+                tracing::warn!(node = self.id, %reason, "state machine halted");
+                self.core.halt_state_machine();
+            }
             SnapshotEvent::Restored { result, messages } => {
                 result?;
                 self.snapshots.entries = 0;

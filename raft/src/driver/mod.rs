@@ -61,8 +61,16 @@ pub trait StateMachine: Send + 'static {
 
     /// Applies `entries` (contiguous, in log order) and returns one output per
     /// entry, in order. `Noop` entries are passed too, so the state machine
-    /// can record the index it has reached.
-    fn apply(&mut self, entries: &[Entry]) -> Vec<Self::Output>;
+    /// can record the index it has reached. `wanted[i]` says whether anyone
+    /// on this node waits for the output of `entries[i]` (the node that
+    /// proposed it); a state machine may skip building outputs nobody
+    /// reads, but its effects must not depend on `wanted`.
+    ///
+    /// An `Err` is a node-local failure (disk full, I/O error, …), not a
+    /// property of the entries: the state machine must then hold none of
+    /// the batch's effects, and the driver stops applying for good (the
+    /// node no longer leads; restarted, it retries the same entries).
+    fn apply(&mut self, entries: &[Entry], wanted: &[bool]) -> Result<Vec<Self::Output>, Halt>;
 
     /// The last index whose effects the state machine holds (0 if none).
     /// Read once at start: entries after it are applied again from the log.
@@ -87,6 +95,16 @@ pub trait StateMachine: Send + 'static {
         let _ = (path, index);
         Err("this state machine cannot restore snapshots".into())
     }
+}
+
+/// Why a state machine stopped applying: a node-local failure that the
+/// other nodes do not share, so the entries it could not apply must never
+/// be skipped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Halt {
+    /// What failed, for operators (`resqlite status`).
+    pub reason: String,
 }
 
 /// Why a snapshot could not be taken or restored.
@@ -290,6 +308,9 @@ pub enum ProposeError {
 /// The reason the node stopped by itself, shared with every handle.
 type Fatal = Arc<Mutex<Option<String>>>;
 
+/// Why the state machine halted ([`Halt`]), shared with every handle.
+pub(crate) type Halted = Arc<Mutex<Option<String>>>;
+
 /// A running Raft node. Cheap to clone; every clone drives the same node.
 /// Dropping the last clone shuts the node down.
 pub struct RaftNode<S: StateMachine> {
@@ -303,6 +324,7 @@ pub struct RaftNode<S: StateMachine> {
     shutdown: Arc<watch::Sender<bool>>,
     stopped: watch::Receiver<bool>,
     fatal: Fatal,
+    halted: Halted,
 }
 
 impl<S: StateMachine> Clone for RaftNode<S> {
@@ -318,6 +340,7 @@ impl<S: StateMachine> Clone for RaftNode<S> {
             shutdown: self.shutdown.clone(),
             stopped: self.stopped.clone(),
             fatal: self.fatal.clone(),
+            halted: self.halted.clone(),
         }
     }
 }
@@ -384,6 +407,7 @@ impl<S: StateMachine> RaftNode<S> {
         let (membership_tx, membership_rx) = watch::channel(core.membership().clone());
 
         let fatal: Fatal = Arc::new(Mutex::new(None));
+        let halted: Halted = Arc::new(Mutex::new(None));
         let (persist, persist_done) = persist::spawn(id, store, snapshot_dir.clone())?;
         let (applied_tx, applied_rx) = watch::channel(applied);
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyCmd<S::Output>>(APPLY_QUEUE);
@@ -391,6 +415,7 @@ impl<S: StateMachine> RaftNode<S> {
         let side = SnapshotSide {
             dir: snapshot_dir.clone(),
             events: events_tx,
+            halted: halted.clone(),
         };
         let apply_thread = apply::spawn(id, sm, apply_rx, applied_tx, side)?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -451,6 +476,7 @@ impl<S: StateMachine> RaftNode<S> {
             shutdown: Arc::new(shutdown_tx),
             stopped: stopped_rx,
             fatal,
+            halted,
         };
         let service = RaftGrpc::new(id, inbound_tx, snapshot_dir).into_service();
         Ok((node, service))
@@ -588,6 +614,13 @@ impl<S: StateMachine> RaftNode<S> {
         let mut stopped = self.stopped.clone();
         // An error means the event loop is already gone.
         let _ = stopped.wait_for(|&s| s).await;
+    }
+
+    /// Why the state machine stopped applying, if it did ([`Halt`]): the
+    /// node keeps its log and its vote but no longer leads, and its applied
+    /// index stays below the commit index until it is restarted.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().ok().and_then(|h| h.clone())
     }
 
     /// Whether the node has stopped (shut down or after a fatal error).

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use super::{NodeConfig, RaftNode, SnapshotError, SnapshotPolicy, SnapshotWriter, StateMachine};
+use super::{
+    Halt, NodeConfig, RaftNode, SnapshotError, SnapshotPolicy, SnapshotWriter, StateMachine,
+};
 use crate::core::Role;
 use crate::types::{Entry, EntryKind, NodeId};
 
@@ -24,9 +26,9 @@ pub(super) struct ListMachine {
 
 impl StateMachine for ListMachine {
     type Output = u64;
-    fn apply(&mut self, entries: &[Entry]) -> Vec<u64> {
+    fn apply(&mut self, entries: &[Entry], _wanted: &[bool]) -> Result<Vec<u64>, Halt> {
         let mut list = self.list.lock().unwrap();
-        entries
+        Ok(entries
             .iter()
             .map(|e| {
                 if e.kind == EntryKind::Normal {
@@ -35,7 +37,7 @@ impl StateMachine for ListMachine {
                 self.applied = e.index;
                 e.index
             })
-            .collect()
+            .collect())
     }
 
     fn applied_index(&self) -> u64 {

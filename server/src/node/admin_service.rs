@@ -8,8 +8,9 @@ use std::time::Duration;
 use resqlite_proto::client::admin_client::AdminClient;
 use resqlite_proto::client::admin_server::Admin;
 use resqlite_proto::client::{
-    AddNodeRequest, MembershipResponse, NodeStatusRequest, NodeStatusResponse, PromoteNodeRequest,
-    RemoveNodeRequest, TransferLeaderRequest, TransferLeaderResponse,
+    AddNodeRequest, CheckRequest, CheckResponse, MembershipResponse, NodeStatusRequest,
+    NodeStatusResponse, PromoteNodeRequest, RemoveNodeRequest, TransferLeaderRequest,
+    TransferLeaderResponse,
 };
 use resqlite_raft::{NodeId, Role};
 use tonic::{Request, Response, Status};
@@ -57,6 +58,7 @@ impl Node {
         let s = self.raft.status();
         let membership = self.raft.membership();
         let me = self.addrs_of(s.id);
+        let checks = self.checks.status();
         // A follower that does not vote says why.
         let role = match s.role {
             Role::Follower if !membership.contains(s.id) => {
@@ -77,10 +79,16 @@ impl Node {
             term: s.term,
             leader: s.leader.unwrap_or(0),
             commit_index: s.commit,
-            applied_index: s.applied,
+            // What the state machine holds (the core counts what it handed
+            // out, which runs ahead of a halted state machine).
+            applied_index: self.raft.applied_index(),
             last_log_index: s.last_index,
             snapshot_index: s.snapshot,
             members: self.member_addresses(),
+            halted: self.raft.halted().unwrap_or_default(),
+            check_index: checks.last.map_or(0, |(index, _)| index),
+            check_hash: checks.last.map(|(_, h)| h.to_string()).unwrap_or_default(),
+            diverged: checks.diverged.unwrap_or_default(),
         }
     }
 
@@ -251,6 +259,24 @@ impl Admin for AdminService {
         }
         let leader = self.node.remove_node(request.into_inner().id).await?;
         Ok(Response::new(self.node.membership_answer(leader)))
+    }
+
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        if let Some(client) = self.leader_client(&request).await? {
+            let call =
+                |mut c: AdminClient<tonic::transport::Channel>, r| async move { c.check(r).await };
+            return forward(request, call, client).await;
+        }
+        let run = self.node.run_check().await?;
+        Ok(Response::new(CheckResponse {
+            index: run.index,
+            hash: run.own.to_string(),
+            leader: self.node.raft().id(),
+            majority_hash: run.majority.map(|h| h.to_string()).unwrap_or_default(),
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 //! write through Raft and answer with its applied result.
 
 mod admin_service;
+mod check;
 mod client_service;
 mod membership;
 
@@ -19,6 +20,7 @@ pub use client_service::ClientCommandService;
 pub use membership::{AddNode, MemberView};
 
 use crate::sql::{self, sqlstate, Class};
+use crate::store::check::CheckLog;
 use crate::store::{self, ReadPool, SqliteStateMachine};
 
 /// How to reach another node.
@@ -40,6 +42,8 @@ pub struct Node {
     configured: BTreeMap<NodeId, PeerAddrs>,
     /// Classes of recently seen statement texts.
     classes: sql::ClassifyCache,
+    /// What the state machine learned from consistency checks.
+    checks: CheckLog,
 }
 
 /// Statement texts whose class a node remembers.
@@ -49,16 +53,19 @@ impl Node {
     /// Wraps a started Raft node and the read pool on the same database.
     /// `configured` holds the addresses this node knows from its flags: its
     /// own and those of the members the cluster was started with.
+    /// `checks` is the state machine's [`SqliteStateMachine::checks`].
     pub fn new(
         raft: RaftNode<SqliteStateMachine>,
         reads: ReadPool,
         configured: BTreeMap<NodeId, PeerAddrs>,
+        checks: CheckLog,
     ) -> Arc<Self> {
         Arc::new(Node {
             raft,
             reads,
             configured,
             classes: sql::ClassifyCache::new(CLASSIFY_CACHE_SIZE),
+            checks,
         })
     }
 

@@ -12,6 +12,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
 
+use super::deny;
 use super::pragma::classify_special;
 use super::sqlstate::{FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, SYNTAX_ERROR};
 
@@ -49,18 +50,8 @@ impl Classified {
     }
 }
 
-/// Functions whose result differs between nodes or over time.
-const NON_DETERMINISTIC: &[&str] = &[
-    "random",
-    "randomblob",
-    "current_timestamp",
-    "current_date",
-    "current_time",
-    // Depend on the connection's history, which differs after a restart.
-    "changes",
-    "total_changes",
-    "last_insert_rowid",
-];
+/// SQL spellings of the clock that parse as function calls.
+const CLOCK_FUNCTIONS: &[&str] = &["current_timestamp", "current_date", "current_time"];
 
 /// Date and time functions: deterministic unless asked about 'now' (which is
 /// also their default when called with no time value).
@@ -88,8 +79,10 @@ pub fn classify(sql: &str) -> Result<Classified, SqlError> {
         ));
     };
     let classified = class_of(statement)?;
-    if classified.class == Class::Write {
-        refuse_non_deterministic(statement)?;
+    let in_write = classified.class == Class::Write;
+    refuse_denied_functions(statement, in_write)?;
+    if in_write {
+        refuse_denied_tables(statement)?;
     }
     Ok(classified)
 }
@@ -124,6 +117,9 @@ fn class_of(statement: &Statement) -> Result<Classified, SqlError> {
         S::Insert(_) => write("INSERT"),
         S::Update(_) => write("UPDATE"),
         S::Delete(_) => write("DELETE"),
+        S::CreateTable(t) if t.temporary => Err(deny::temp_object_error("TABLE")),
+        S::CreateView(v) if v.temporary => Err(deny::temp_object_error("VIEW")),
+        S::CreateTrigger(t) if t.temporary => Err(deny::temp_object_error("TRIGGER")),
         S::CreateTable(_) => write("CREATE TABLE"),
         S::CreateIndex(_) => write("CREATE INDEX"),
         S::CreateView(_) => write("CREATE VIEW"),
@@ -166,9 +162,11 @@ fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// Refuses a write that would compute a different value on each node, now
-/// or later (defaults, generated columns, triggers, views, CTAS).
-fn refuse_non_deterministic(statement: &Statement) -> Result<(), SqlError> {
+/// Refuses a call the deny table refuses here ([`deny`]); in a write also
+/// one that reads the clock or the time zone — now or later (defaults,
+/// generated columns, triggers, views, CTAS). The early, readable refusal:
+/// the apply connection's guards hold whatever gets past it.
+fn refuse_denied_functions(statement: &Statement, in_write: bool) -> Result<(), SqlError> {
     let found = sqlparser::ast::visit_expressions(statement, |expr| match expr {
         Expr::Function(f) => {
             let name = f
@@ -178,14 +176,21 @@ fn refuse_non_deterministic(statement: &Statement) -> Result<(), SqlError> {
                 .and_then(|p| p.as_ident())
                 .map(|i| i.value.to_ascii_lowercase())
                 .unwrap_or_default();
-            if name == "load_extension" {
-                return ControlFlow::Break(SqlError::new(
-                    INSUFFICIENT_PRIVILEGE,
-                    "load_extension() is not allowed: SQL may not load code into the server",
-                ));
+            if let Some(denied) = deny::denied_function(&name, in_write) {
+                return ControlFlow::Break(deny::function_error(denied));
             }
-            if NON_DETERMINISTIC.contains(&name.as_str()) {
-                return ControlFlow::Break(non_deterministic(&name));
+            if !in_write {
+                return ControlFlow::Continue(());
+            }
+            if CLOCK_FUNCTIONS.contains(&name.as_str()) {
+                return ControlFlow::Break(SqlError::new(
+                    FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "{} is not allowed in writes: it reads each server's clock, so replicas \
+                         would diverge; compute the time in the client and pass it as a parameter",
+                        name.to_ascii_uppercase()
+                    ),
+                ));
             }
             if DATE_TIME.contains(&name.as_str()) {
                 if let Some(word) = host_dependent_time(&name, &f.args) {
@@ -205,23 +210,38 @@ fn refuse_non_deterministic(statement: &Statement) -> Result<(), SqlError> {
     }
 }
 
-fn non_deterministic(name: &str) -> SqlError {
-    let shown = name.to_ascii_uppercase();
-    SqlError::new(
-        FEATURE_NOT_SUPPORTED,
-        format!(
-            "{shown} is not allowed in writes: replicas would diverge; compute the value in \
-             the client and pass it as a parameter"
-        ),
-    )
+/// Refuses a write that names a table the deny table keeps out of writes
+/// (ReSQLite's own, page-layout views, the TEMP schema, node PRAGMAs).
+fn refuse_denied_tables(statement: &Statement) -> Result<(), SqlError> {
+    let found = sqlparser::ast::visit_relations(statement, |name| {
+        let parts: Vec<&str> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident())
+            .map(|i| i.value.as_str())
+            .collect();
+        let (schema, table) = match parts.as_slice() {
+            [table] => (None, *table),
+            [.., schema, table] => (Some(*schema), *table),
+            [] => return ControlFlow::Continue(()),
+        };
+        match deny::denied_table_in_write(schema, table) {
+            Some(why) => ControlFlow::Break(deny::table_error(table, why)),
+            None => ControlFlow::Continue(()),
+        }
+    });
+    match found {
+        ControlFlow::Break(err) => Err(err),
+        ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 /// Whether a date/time call gives a different answer on each server: it
 /// reads the clock (no time value at all, whose default is 'now', or the
 /// literal 'now'), or converts with the server's time zone ('localtime',
-/// 'utc'). Returns the word that does. Such a word that arrives at run
-/// time (a column or a parameter) is caught by the apply connection's own
-/// date functions.
+/// 'utc'). Returns the word that does. Any other way of reaching the clock
+/// or the zone (a column, a parameter, a BLOB, 'subsec', a DEFAULT) is
+/// caught by the apply connection's clock VFS and time-zone hook.
 fn host_dependent_time(name: &str, args: &FunctionArguments) -> Option<&'static str> {
     let list = match args {
         FunctionArguments::None => return Some("now"),
@@ -256,7 +276,7 @@ fn host_dependent_time(name: &str, args: &FunctionArguments) -> Option<&'static 
 
 /// The date/time arguments whose meaning depends on the server: the clock
 /// and its time zone.
-pub(crate) fn host_dependent_word(arg: &str) -> Option<&'static str> {
+fn host_dependent_word(arg: &str) -> Option<&'static str> {
     let arg = arg.trim();
     ["now", "localtime", "utc"]
         .into_iter()
@@ -264,7 +284,7 @@ pub(crate) fn host_dependent_word(arg: &str) -> Option<&'static str> {
 }
 
 /// Why a date/time call that depends on the server is refused in a write.
-pub(crate) fn clock_refusal(name: &str, word: &str) -> String {
+fn clock_refusal(name: &str, word: &str) -> String {
     let why = if word == "now" {
         "reads each server's clock"
     } else {

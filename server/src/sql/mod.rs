@@ -3,6 +3,7 @@
 
 pub mod classify;
 mod classify_cache;
+pub mod deny;
 mod normalize;
 pub mod params;
 pub mod pg_syntax;

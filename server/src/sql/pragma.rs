@@ -6,20 +6,14 @@ use super::classify::{Class, Classified};
 use super::sqlstate::{FEATURE_NOT_SUPPORTED, INSUFFICIENT_PRIVILEGE, SYNTAX_ERROR};
 use resqlite_wire::SqlError;
 
-/// PRAGMAs that only read the schema or the database's state. Anything else
-/// (setting a value, or a pragma that changes durability or files) is refused.
+/// PRAGMAs that only read the database's state, beyond the schema ones of
+/// the deny table ([`super::deny::PRAGMAS_ALLOWED_IN_WRITES`]), which reads
+/// may use too. Anything else (setting a value, or a pragma that changes
+/// durability or files) is refused.
 const READ_ONLY_PRAGMAS: &[&str] = &[
-    "table_info",
-    "table_xinfo",
-    "table_list",
-    "index_list",
-    "index_info",
-    "index_xinfo",
-    "foreign_key_list",
     "foreign_key_check",
     "integrity_check",
     "quick_check",
-    "collation_list",
     "function_list",
     "module_list",
     "pragma_list",
@@ -124,5 +118,7 @@ pub fn pragma_allowed_in_reads(name: &str, with_arg: bool) -> bool {
             | "page_size"
             | "encoding"
     );
-    READ_ONLY_PRAGMAS.contains(&name.as_str()) && !(with_arg && arg_is_a_setting)
+    let read_only =
+        READ_ONLY_PRAGMAS.contains(&name.as_str()) || super::deny::pragma_allowed_in_writes(&name);
+    read_only && !(with_arg && arg_is_a_setting)
 }

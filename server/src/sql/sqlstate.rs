@@ -36,3 +36,5 @@ pub const QUERY_CANCELED: &str = "57014";
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// An internal error.
 pub const INTERNAL_ERROR: &str = "XX000";
+/// A value outside its type's range (and the reserved rowid).
+pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";

@@ -2,23 +2,29 @@
 //! order on one writer connection, one SQLite transaction per batch, with
 //! the last applied index stored in the same transaction.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prost::Message as _;
 use resqlite_proto::client::WriteStatement;
-use resqlite_raft::driver::{SnapshotError, SnapshotWriter, StateMachine};
+use resqlite_raft::driver::{Halt, SnapshotError, SnapshotWriter, StateMachine};
 use resqlite_raft::{Entry, EntryKind};
 use resqlite_wire::{Outcome, SqlError};
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
+use super::check::{self, CheckLog};
+use super::clock_vfs::{self, APPLY_VFS};
 use super::db_file::DbGeneration;
-use super::errors::sql_error;
-use super::exec::{bind, run};
+use super::errors::node_local_failure;
+use super::exec::bind;
 use super::guard::guard_apply_connection;
+use super::log_command::{self, LogCommand};
 use super::snapshot;
 use super::values::from_proto;
+use super::write_run::{run_write, WriteError};
+use super::write_watch::WriteScope;
 use crate::sql::sqlstate;
 
 /// What applying one entry gives its client.
@@ -33,6 +39,10 @@ pub struct SqliteStateMachine {
     path: PathBuf,
     /// Moves on when a restored snapshot replaces the file.
     generation: DbGeneration,
+    /// Set after a node-local failure: nothing more is applied.
+    halted: Option<String>,
+    /// This node's consistency-check hashes (`resqlite check`).
+    checks: CheckLog,
 }
 
 /// The writer connection, its authorizer switch and the applied index it
@@ -61,7 +71,14 @@ impl SqliteStateMachine {
             applied: w.applied,
             path: path.to_path_buf(),
             generation: DbGeneration::default(),
+            halted: None,
+            checks: CheckLog::default(),
         })
+    }
+
+    /// This node's consistency-check results, for its status.
+    pub fn checks(&self) -> CheckLog {
+        self.checks.clone()
     }
 
     /// The generation of the database file, for a [`super::ReadPool`] on
@@ -92,6 +109,32 @@ impl SqliteStateMachine {
         Ok(())
     }
 
+    /// Tests: runs `sql` past every guard, as a database written by an
+    /// older version may hold it.
+    #[cfg(test)]
+    pub(crate) fn unguarded_for_tests(&self, sql: &str) {
+        self.internal.store(true, Ordering::Relaxed);
+        let result = self.conn.execute_batch(sql);
+        self.internal.store(false, Ordering::Relaxed);
+        result.expect("unguarded statement");
+    }
+
+    /// Tests: the database file may not grow any more, as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn limit_pages_for_tests(&self) {
+        self.internal.store(true, Ordering::Relaxed);
+        let pages: i64 = self
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("page_count");
+        self.internal.store(false, Ordering::Relaxed);
+        self.internal.store(true, Ordering::Relaxed);
+        self.conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .expect("max_page_count");
+        self.internal.store(false, Ordering::Relaxed);
+    }
+
     /// Runs ReSQLite's own statement, past the authorizer.
     fn internal(&self, sql: &str) -> rusqlite::Result<()> {
         self.internal.store(true, Ordering::Relaxed);
@@ -103,75 +146,192 @@ impl SqliteStateMachine {
         result
     }
 
-    fn apply_normal(&self, payload: &[u8]) -> ApplyResult {
-        let stmt = WriteStatement::decode(payload).map_err(|e| {
-            SqlError::new(
-                sqlstate::INTERNAL_ERROR,
-                format!("undecodable log entry: {e}"),
-            )
-        })?;
+    /// Applies one write statement inside its own savepoint. `Ok` holds
+    /// what its client gets, the same on every node; `Err` is a node-local
+    /// failure, after which the batch must not commit.
+    fn apply_normal(
+        &self,
+        index: u64,
+        payload: &[u8],
+        wanted: bool,
+    ) -> Result<ApplyResult, BatchAbort> {
+        let stmt = match log_command::decode(payload) {
+            Ok(LogCommand::Write(stmt)) => stmt,
+            Ok(LogCommand::Check(c)) => {
+                return check::apply_entry(&self.checks, &self.conn, &self.internal, index, c)
+                    .map(Ok)
+                    .map_err(|e| halt("hashing the database for a consistency check", &e).into())
+            }
+            // The same bytes fail the same way on every node.
+            Err(e) => {
+                return Ok(Err(SqlError::new(
+                    sqlstate::INTERNAL_ERROR,
+                    format!("undecodable log entry: {e}"),
+                )))
+            }
+        };
         let params: Vec<_> = stmt.params.into_iter().map(from_proto).collect();
         self.internal("SAVEPOINT resqlite_stmt")
-            .map_err(|e| sql_error(&e))?;
-        let result = self.run_user_statement(&stmt.sql, &params);
+            .map_err(|e| halt("opening the statement's savepoint", &e))?;
+        let result = self.run_user_statement(&stmt.sql, &params, wanted);
+        let result = match result {
+            Err(WriteError::Sqlite(e)) if node_local_failure(&e) => {
+                return Err(halt("applying a write", &e).into());
+            }
+            Err(e) => Err(e.into_sql_error()),
+            Ok(rows) => Ok(rows),
+        };
+        if let Err(e) = &result {
+            if self.conn.is_autocommit() {
+                return Err(BatchAbort::TransactionLost(e.clone()));
+            }
+        }
         let undo = if result.is_err() {
             "ROLLBACK TO resqlite_stmt"
         } else {
             "RELEASE resqlite_stmt"
         };
-        self.internal(undo).map_err(|e| sql_error(&e))?;
+        self.internal(undo)
+            .map_err(|e| halt("closing the statement's savepoint", &e))?;
         if result.is_err() {
             self.internal("RELEASE resqlite_stmt")
-                .map_err(|e| sql_error(&e))?;
+                .map_err(|e| halt("closing the statement's savepoint", &e))?;
         }
-        let rows = result?;
-        let count = if rows.columns.is_empty() || is_dml(&stmt.command) {
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(e)),
+        };
+        let count = if rows.width == 0 || is_dml(&stmt.command) {
             self.conn.changes()
         } else {
-            rows.rows.len() as u64
+            rows.count
         };
         let tag = crate::sql::Classified::tag_for(&stmt.command, count);
-        Ok(Outcome {
+        Ok(Ok(Outcome {
             tag,
-            columns: rows.columns,
-            rows: rows.rows,
-        })
+            columns: rows.set.columns,
+            rows: rows.set.rows,
+        }))
     }
 
+    /// Runs a client's statement under the write guards: whatever a guard
+    /// recorded decides the error, whatever SQLite made of the refusal.
     fn run_user_statement(
         &self,
         sql: &str,
         params: &[resqlite_wire::Value],
-    ) -> Result<super::exec::RowSet, SqlError> {
-        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| sql_error(&e))?;
-        bind(&mut stmt, params)?;
-        run(&mut stmt)
+        wanted: bool,
+    ) -> Result<super::write_run::WriteRows, WriteError> {
+        let scope = WriteScope::enter();
+        let result = (|| {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(WriteError::Sqlite)?;
+            bind(&mut stmt, params).map_err(WriteError::Sql)?;
+            run_write(&mut stmt, wanted)
+        })();
+        match scope.finish() {
+            Some(violation) => Err(WriteError::Sql(violation.to_sql_error())),
+            None => result,
+        }
     }
 
-    fn apply_batch(&mut self, entries: &[Entry]) -> rusqlite::Result<Vec<ApplyResult>> {
-        self.internal("BEGIN IMMEDIATE")?;
-        let outputs = entries
-            .iter()
-            .map(|e| match e.kind {
-                EntryKind::Normal => self.apply_normal(&e.data),
+    fn apply_batch(
+        &mut self,
+        entries: &[Entry],
+        wanted: &[bool],
+    ) -> Result<Vec<ApplyResult>, Halt> {
+        // Entries whose statement made SQLite roll back the whole batch;
+        // each is known to fail and is not run again.
+        let mut lost: BTreeMap<usize, SqlError> = BTreeMap::new();
+        loop {
+            self.internal("BEGIN IMMEDIATE")
+                .map_err(|e| halt("starting the batch's transaction", &e))?;
+            match self.apply_in_transaction(entries, wanted, &lost) {
+                Ok(outputs) => {
+                    self.applied = entries.last().map_or(self.applied, |e| e.index);
+                    return Ok(outputs);
+                }
+                // The statement's own error, the same on every node, but
+                // SQLite took the batch's earlier entries with it: apply
+                // the batch again with that entry's outcome known. Ends:
+                // every round adds one entry to `lost`.
+                Err((at, BatchAbort::TransactionLost(e))) => {
+                    lost.insert(at, e);
+                }
+                Err((_, BatchAbort::Halt(h))) => {
+                    // Nothing of the batch may stay: the applied index must
+                    // never move past effects this node does not hold.
+                    // SQLite may already have rolled back by itself.
+                    if !self.conn.is_autocommit() {
+                        let _ = self.internal("ROLLBACK");
+                    }
+                    return Err(h);
+                }
+            }
+        }
+    }
+
+    /// The body of [`Self::apply_batch`]: every entry, the applied index,
+    /// COMMIT. The applied index moves only inside the transaction that
+    /// holds the entries' effects. Entries in `lost` fail without running.
+    fn apply_in_transaction(
+        &mut self,
+        entries: &[Entry],
+        wanted: &[bool],
+        lost: &BTreeMap<usize, SqlError>,
+    ) -> Result<Vec<ApplyResult>, (usize, BatchAbort)> {
+        let mut outputs = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(error) = lost.get(&i) {
+                outputs.push(Err(error.clone()));
+                continue;
+            }
+            let output = match e.kind {
+                EntryKind::Normal => self
+                    .apply_normal(e.index, &e.data, wanted.get(i) == Some(&true))
+                    .map_err(|abort| (i, abort))?,
                 EntryKind::Noop | EntryKind::Config => Ok(Outcome {
                     tag: String::new(),
                     columns: Vec::new(),
                     rows: Vec::new(),
                 }),
-            })
-            .collect();
+            };
+            outputs.push(output);
+        }
         let last = entries.last().map_or(self.applied, |e| e.index);
+        let at_end = entries.len();
         self.internal.store(true, Ordering::Relaxed);
         let updated = self
             .conn
             .prepare_cached("UPDATE _resqlite_meta SET value = ?1 WHERE key = 'applied'")
             .and_then(|mut s| s.execute([last as i64]));
         self.internal.store(false, Ordering::Relaxed);
-        updated?;
-        self.internal("COMMIT")?;
-        self.applied = last;
+        updated.map_err(|e| (at_end, halt("recording the applied index", &e).into()))?;
+        self.internal("COMMIT")
+            .map_err(|e| (at_end, halt("committing the batch", &e).into()))?;
         Ok(outputs)
+    }
+}
+
+/// Why a batch's transaction could not go on.
+enum BatchAbort {
+    /// A node-local failure: the node halts.
+    Halt(Halt),
+    /// A statement's own error, the same on every node, after which SQLite
+    /// rolled the whole transaction back by itself (`INSERT OR ROLLBACK`,
+    /// `RAISE(ROLLBACK, …)`, a write interrupted by its budget).
+    TransactionLost(SqlError),
+}
+
+impl From<Halt> for BatchAbort {
+    fn from(h: Halt) -> Self {
+        BatchAbort::Halt(h)
+    }
+}
+
+/// A node-local failure while `doing`, as the driver's halt.
+fn halt(doing: &str, e: &rusqlite::Error) -> Halt {
+    Halt {
+        reason: format!("{doing}: {e}"),
     }
 }
 
@@ -182,17 +342,17 @@ fn is_dml(command: &str) -> bool {
 impl StateMachine for SqliteStateMachine {
     type Output = ApplyResult;
 
-    fn apply(&mut self, entries: &[Entry]) -> Vec<ApplyResult> {
-        match self.apply_batch(entries) {
-            Ok(outputs) => outputs,
-            Err(e) => {
-                // The transaction itself failed (disk full, I/O error): this
-                // node cannot follow the log any more. Stopping is the only
-                // safe answer; on restart it replays from its applied index.
-                tracing::error!(error = %e, first = entries.first().map(|e| e.index), "cannot apply committed entries; stopping the node");
-                std::process::exit(70);
-            }
+    fn apply(&mut self, entries: &[Entry], wanted: &[bool]) -> Result<Vec<ApplyResult>, Halt> {
+        if let Some(reason) = &self.halted {
+            return Err(Halt {
+                reason: reason.clone(),
+            });
         }
+        let result = self.apply_batch(entries, wanted);
+        if let Err(h) = &result {
+            self.halted = Some(h.reason.clone());
+        }
+        result
     }
 
     fn applied_index(&self) -> u64 {
@@ -219,7 +379,8 @@ impl StateMachine for SqliteStateMachine {
 /// data, a SQLite commit need not fsync (synchronous=NORMAL): after a crash
 /// the node replays the log from the index SQLite kept.
 fn open_writer(path: &Path) -> rusqlite::Result<Writer> {
-    let mut conn = Connection::open(path)?;
+    clock_vfs::register()?;
+    let mut conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), APPLY_VFS)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

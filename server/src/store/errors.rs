@@ -52,10 +52,47 @@ fn from_message(msg: &str) -> &'static str {
         || msg.contains("incomplete input")
     {
         code::SYNTAX_ERROR
+    } else if msg.starts_with("non-deterministic use of") {
+        // SQLite's own refusal of the clock in a CHECK, index or generated
+        // column: the same class as the clock refused in a write.
+        code::FEATURE_NOT_SUPPORTED
     } else if msg.starts_with("no such function") || msg.starts_with("wrong number of arguments") {
         "42883"
     } else {
         // syntax_error_or_access_rule_violation: SQLite's generic SQL error.
         "42000"
+    }
+}
+
+/// Whether `err` is this node's own failure (its disk, memory or file),
+/// not the statement's: another node applying the same entry would not
+/// fail. Such a failure must halt the node, never fail the statement.
+pub fn node_local_failure(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    match err {
+        rusqlite::Error::SqliteFailure(e, _) => matches!(
+            e.code,
+            C::DiskFull
+                | C::OutOfMemory
+                | C::SystemIoFailure
+                | C::DatabaseCorrupt
+                | C::CannotOpen
+                | C::NotADatabase
+                | C::DatabaseBusy
+                | C::ReadOnly
+                | C::FileLockingProtocolFailed
+                | C::InternalMalfunction
+                | C::PermissionDenied
+                | C::ApiMisuse
+                // Only the budget interrupts a write, and it records why
+                // first; an interrupt nobody recorded is not the statement's.
+                | C::OperationInterrupted
+        ),
+        rusqlite::Error::SqlInputError { .. } => false,
+        // Rusqlite's own errors on the apply path (a value it cannot
+        // convert, a panic in a callback) are not SQLite's verdict on the
+        // statement: halt rather than guess.
+        rusqlite::Error::UserFunctionError(_) => false,
+        _ => true,
     }
 }

@@ -18,7 +18,11 @@ fn write(sm: &mut SqliteStateMachine, sql: &str, command: &str) {
         kind: EntryKind::Normal,
         data: encode_write(sql, &[], command),
     };
-    let out = sm.apply(&[e]).pop().expect("one output per entry");
+    let out = sm
+        .apply(&[e], &[true])
+        .expect("no node-local failure")
+        .pop()
+        .expect("one output per entry");
     out.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
 }
 

@@ -31,7 +31,10 @@ fn apply_one(
     command: &str,
 ) -> ApplyResult {
     let e = log.entry(sql, params, command);
-    sm.apply(&[e]).pop().expect("one output per entry")
+    sm.apply(&[e], &[true])
+        .expect("no node-local failure")
+        .pop()
+        .expect("one output per entry")
 }
 
 fn setup() -> (tempfile::TempDir, SqliteStateMachine, Log) {
@@ -142,7 +145,9 @@ fn a_failing_statement_rolls_back_alone_with_its_sqlstate() {
         log.entry("INSERT INTO missing VALUES (1)", &[], "INSERT"),
         log.entry("INSERT INTO t VALUES (4, 'd')", &[], "INSERT"),
     ];
-    let out = sm.apply(&batch);
+    let out = sm
+        .apply(&batch, &vec![true; batch.len()])
+        .expect("no node-local failure");
     assert!(out[0].is_ok());
     assert_eq!(out[1].as_ref().unwrap_err().sqlstate, "23505");
     assert_eq!(out[2].as_ref().unwrap_err().sqlstate, "23502");
@@ -184,7 +189,7 @@ fn applied_index_survives_a_restart_with_the_data() {
             kind: EntryKind::Noop,
             data: Bytes::new(),
         };
-        sm.apply(&[noop]);
+        sm.apply(&[noop], &[false]).expect("no node-local failure");
     }
     let sm = SqliteStateMachine::open(&path).unwrap();
     assert_eq!(sm.applied_index(), 2);

@@ -28,7 +28,7 @@ use resqlite_proto::client::client_server::{Client, ClientServer};
 use resqlite_proto::client::{
     value, ClientCommandRequest, ClientCommandResponse, ClientError, Column, Row, Value,
 };
-use resqlite_raft::driver::{NodeConfig, ProposeError, RaftNode, StateMachine};
+use resqlite_raft::driver::{Halt, NodeConfig, ProposeError, RaftNode, StateMachine};
 use resqlite_raft::{Entry, EntryKind, NodeId, Role};
 use tonic::{Request, Response, Status};
 
@@ -71,12 +71,12 @@ struct ListMachine {
 impl StateMachine for ListMachine {
     type Output = u64;
 
-    fn apply(&mut self, entries: &[Entry]) -> Vec<u64> {
+    fn apply(&mut self, entries: &[Entry], _wanted: &[bool]) -> Result<Vec<u64>, Halt> {
         let mut list = match self.list.lock() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
         };
-        entries
+        Ok(entries
             .iter()
             .map(|e| {
                 if e.kind == EntryKind::Normal {
@@ -85,7 +85,7 @@ impl StateMachine for ListMachine {
                 self.applied_index = e.index;
                 e.index
             })
-            .collect()
+            .collect())
     }
 
     fn applied_index(&self) -> u64 {

@@ -1,5 +1,5 @@
 //! One run: a cluster behind proxies, clients, a nemesis, then heal, final
-//! reads, convergence and the checkers.
+//! reads, convergence, the checkers and `resqlite check`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -17,6 +17,7 @@ use super::history::{id_set, History, OpKind, OpRecord, OpValue, Outcome};
 use super::nemesis::{find_leader, Nemesis, Schedule};
 use super::proxy::Network;
 use super::workload::{self, run_client, Endpoints, Shared, Workload, KEYS, SCHEMA};
+use crate::check::check_cluster;
 use crate::cluster::{wait_until, NodeId};
 use crate::sql_cluster::SqlCluster;
 
@@ -27,6 +28,8 @@ const SET_CLIENTS: usize = 2;
 const OPS_AFTER_HEAL: usize = 50;
 /// Search budget of the linearizability checker, per register.
 const MAX_STEPS: u64 = 20_000_000;
+/// How long the final `resqlite check` may take, every node included.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -377,6 +380,19 @@ async fn final_checks(
             "inserts reported as not executed are present: {:?}",
             set.failed_but_present
         ));
+    }
+
+    // Last, the replicas prove they are identical: one check entry through
+    // the log, every node's own hash of its whole database at it.
+    match check_cluster(cluster, CHECK_TIMEOUT).await {
+        Ok(report) if report.identical() => {
+            history.fault(format!("resqlite check: identical, {}", report.describe()))
+        }
+        Ok(report) => anomalies.push(format!(
+            "resqlite check: replicas differ: {}",
+            report.describe()
+        )),
+        Err(e) => anomalies.push(format!("resqlite check could not run: {e:#}")),
     }
 }
 
