@@ -30,7 +30,7 @@ use crate::executor::SqlError;
 pub(crate) const LARGE_STATEMENT_BYTES: usize = 64 << 10;
 
 /// Large statements handled at once per server; more wait for a turn.
-pub(crate) const MAX_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_IN_FLIGHT: usize = 2;
 
 /// The blocking threads large statements run on.
 pub(crate) struct LargeStatements {

@@ -10,7 +10,7 @@
 /// statement is refused with SQLSTATE 54000 before anything runs or is
 /// proposed. Statements up to this size commit without a leadership change
 /// (see `server/tests/big_statements.rs`).
-pub const MAX_STATEMENT_BYTES: usize = 16 << 20;
+pub const MAX_STATEMENT_BYTES: usize = 8 << 20;
 
 /// How clients prove who they are at startup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -2,10 +2,10 @@
 //!
 //! Two enforcers read it: the classifier, for an early and readable
 //! refusal before anything is proposed, and the SQLite connections
-//! themselves (the authorizer, which sees every function call and table
-//! read by name whatever the spelling, and overrides of the functions on
-//! the apply connection, which also catch a call that reaches SQLite from
-//! a `DEFAULT` expression). Adding a row here changes both.
+//! themselves, through the authorizer, which sees every function call and
+//! table access by name whatever the spelling (also the calls of a
+//! `DEFAULT` expression, a trigger or a view). Adding a row here changes
+//! both.
 
 use resqlite_wire::SqlError;
 

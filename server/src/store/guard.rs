@@ -2,13 +2,11 @@
 //! classifier still cannot reach files, the process, or a value that
 //! differs between nodes.
 //!
-//! The apply connection gets four guards, each of which sees names and
+//! The apply connection gets three guards, each of which sees names and
 //! values after SQLite resolved them, so spelling cannot get past it:
 //! - the authorizer, reading the deny table ([`crate::sql::deny`]) for
-//!   every function call and table access;
-//! - overrides of the denied functions, which also catch a call that
-//!   reaches SQLite from a `DEFAULT` expression (not authorized again at
-//!   insert time);
+//!   every function call and table access (a `DEFAULT` expression's calls
+//!   too, when an insert uses it);
 //! - the clock VFS and time-zone hook ([`super::clock_vfs`]);
 //! - an update hook that keeps the largest rowid free (SQLite picks
 //!   random rowids once a table holds it);
@@ -19,14 +17,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rusqlite::functions::FunctionFlags;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
 use super::budget;
 use super::write_watch::{self, Violation};
+use crate::sql::deny;
 pub use crate::sql::deny::INTERNAL_TABLE_PREFIX;
-use crate::sql::deny::{self, Scope, DENIED_FUNCTIONS};
 
 /// Guards the apply connection. `internal` is set while ReSQLite runs its
 /// own statements (BEGIN, SAVEPOINT, the applied-index update).
@@ -46,7 +43,6 @@ pub fn guard_apply_connection(
             None => Authorization::Allow,
         }
     }))?;
-    override_denied_functions(conn, true)?;
     // Called after each row a write inserts or updates in a rowid table,
     // with the row's (new) rowid; the write is then rolled back.
     conn.update_hook(Some(
@@ -125,24 +121,5 @@ pub fn guard_read_connection(conn: &mut Connection) -> rusqlite::Result<()> {
             Authorization::Deny
         }
         _ => Authorization::Allow,
-    }))?;
-    override_denied_functions(conn, false)
-}
-
-/// Replaces each function the deny table refuses on this connection
-/// (`in_writes`: the apply connection) with one that fails: a call SQLite
-/// makes without asking the authorizer fails all the same, on every node.
-fn override_denied_functions(conn: &Connection, in_writes: bool) -> rusqlite::Result<()> {
-    for f in DENIED_FUNCTIONS {
-        if !in_writes && f.scope == Scope::Writes {
-            continue;
-        }
-        conn.create_scalar_function(f.name, -1, FunctionFlags::SQLITE_UTF8, move |_| {
-            write_watch::record(Violation::Function(f));
-            Err::<rusqlite::types::Value, _>(rusqlite::Error::UserFunctionError(
-                deny::function_error(f).message.into(),
-            ))
-        })?;
-    }
-    Ok(())
+    }))
 }
