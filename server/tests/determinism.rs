@@ -248,6 +248,17 @@ async fn every_class_of_divergence_is_refused_or_applied_identically() {
         assert!(rss < RSS_BOUND, "node {id} peak RSS {rss} bytes");
     }
 
+    // A Parse naming a parameter no Bind could carry is refused, and the
+    // node lives on (it used to abort allocating for every number below).
+    let e = db
+        .prepare("SELECT $99999999999")
+        .await
+        .expect_err("parameter out of range");
+    assert_eq!(sqlstate(&e), "42P02", "{e}");
+    db.batch_execute("INSERT INTO r (a) VALUES ('alive')")
+        .await
+        .unwrap();
+
     // Whatever was applied, every node holds the same database.
     let report = check_cluster(&c, CHECK).await.unwrap();
     assert!(report.identical(), "{}", report.describe());

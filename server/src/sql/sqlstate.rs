@@ -38,3 +38,5 @@ pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 pub const INTERNAL_ERROR: &str = "XX000";
 /// A value outside its type's range (and the reserved rowid).
 pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+/// A parameter number no statement can have.
+pub const UNDEFINED_PARAMETER: &str = "42P02";

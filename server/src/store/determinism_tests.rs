@@ -435,3 +435,30 @@ fn deterministic_errors_never_halt_the_node() {
     let seq = db.ok("SELECT seq FROM sqlite_sequence WHERE name = 'seq'");
     assert_eq!(seq.rows, vec![vec![Value::Integer(2)]]);
 }
+
+/// A parameter number far beyond what the protocol can bind is refused
+/// before anything is sized by it (it used to abort the process while
+/// allocating a type for each of 99,999,999,999 parameters).
+#[tokio::test]
+async fn a_huge_parameter_number_is_refused_not_allocated() {
+    let db = Db::new();
+    let path = db._dir.path().join("db.sqlite");
+    let pool = ReadPool::open(&path, 1, db.sm.generation()).expect("pool");
+    for sql in [
+        "SELECT $99999999999",
+        "SELECT $65536",
+        "SELECT $1, $18446744073709551615",
+    ] {
+        let e = pool
+            .describe(sql.into(), |_, n| vec![resqlite_wire::PgType::Text; n])
+            .await
+            .expect_err(sql);
+        assert_eq!(e.sqlstate, "42P02", "{sql}: {e:?}");
+    }
+    let ok = pool
+        .describe("SELECT $65535".into(), |_, n| {
+            vec![resqlite_wire::PgType::Text; n.min(1)]
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+}

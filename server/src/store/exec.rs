@@ -16,6 +16,11 @@ pub struct RowSet {
     pub rows: Vec<Vec<Value>>,
 }
 
+/// The most parameters a statement may have: the wire protocol counts them
+/// in 16 bits, as PostgreSQL does. A larger `$n` is refused before anything
+/// is sized by it.
+pub const MAX_PARAMETERS: usize = 65_535;
+
 /// For each SQLite parameter slot (1-based, in slot order), the 0-based
 /// index of the client parameter it takes. SQLite numbers `$n` parameters
 /// in order of first appearance (`SELECT $2, $1` puts `$2` in slot 1), so
@@ -29,6 +34,15 @@ pub fn parameter_slots(stmt: &Statement<'_>) -> Result<Vec<usize>, SqlError> {
             Some(name) => {
                 let digits = name.strip_prefix('$').or_else(|| name.strip_prefix('?'));
                 match digits.and_then(|d| d.parse::<usize>().ok()) {
+                    Some(n) if n > MAX_PARAMETERS => {
+                        return Err(SqlError::new(
+                            crate::sql::sqlstate::UNDEFINED_PARAMETER,
+                            format!(
+                                "parameter {name} is out of range: a statement has at most \
+                                 {MAX_PARAMETERS} parameters"
+                            ),
+                        ))
+                    }
                     Some(n) if n >= 1 => n - 1,
                     _ => {
                         return Err(SqlError::new(
