@@ -127,8 +127,6 @@ impl SqliteStateMachine {
             .conn
             .query_row("PRAGMA page_count", [], |r| r.get(0))
             .expect("page_count");
-        self.internal.store(false, Ordering::Relaxed);
-        self.internal.store(true, Ordering::Relaxed);
         self.conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
             .expect("max_page_count");
