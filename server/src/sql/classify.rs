@@ -70,6 +70,8 @@ pub fn classify(sql: &str) -> Result<Classified, SqlError> {
     if let Some(special) = classify_special(sql) {
         return special;
     }
+    // Before any tree is built: walking or dropping a deep one recurses.
+    super::complexity::check_expression_depth(sql)?;
     let statements = Parser::parse_sql(&SQLiteDialect {}, sql)
         .map_err(|e| SqlError::new(SYNTAX_ERROR, e.to_string()))?;
     let [statement] = statements.as_slice() else {

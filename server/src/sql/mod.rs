@@ -3,6 +3,7 @@
 
 pub mod classify;
 mod classify_cache;
+mod complexity;
 pub mod deny;
 mod normalize;
 pub mod params;

@@ -40,3 +40,5 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
 /// A parameter number no statement can have.
 pub const UNDEFINED_PARAMETER: &str = "42P02";
+/// An expression nests too deeply to be handled safely.
+pub const STATEMENT_TOO_COMPLEX: &str = "54001";
