@@ -118,4 +118,13 @@ mod tests {
         );
         assert!(check_expression_depth(&case).is_ok());
     }
+
+    #[test]
+    fn a_long_cast_chain_is_refused_before_the_rewrite() {
+        let casts = format!("SELECT 1{}", "::int".repeat(100_000));
+        let e = crate::sql::pg_syntax::to_sqlite(&casts).unwrap_err();
+        assert_eq!(e.sqlstate, "54001");
+        let short = format!("SELECT 1{}", "::int".repeat(100));
+        assert!(crate::sql::pg_syntax::to_sqlite(&short).is_ok());
+    }
 }

@@ -26,6 +26,9 @@ pub fn to_sqlite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
     if !sql.contains("::") && !sql.contains("E'") && !sql.contains("e'") {
         return Ok(Cow::Borrowed(sql));
     }
+    // The rewrite of a cast chain costs more than linear time: bound the
+    // chain first (100,000 casts took a minute of CPU).
+    super::complexity::check_expression_depth(sql)?;
     let tokens = lex(sql)?;
     if !tokens
         .iter()
