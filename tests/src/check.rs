@@ -81,22 +81,25 @@ async fn admin(grpc: &str) -> anyhow::Result<AdminClient<tonic::transport::Chann
         .map_err(|_| anyhow!("{grpc}: no connection within {CALL_TIMEOUT:?}"))??)
 }
 
-async fn status(grpc: &str) -> anyhow::Result<NodeStatusResponse> {
-    let mut c = admin(grpc).await?;
-    let call = c.node_status(NodeStatusRequest {});
+/// `call` on `grpc`'s Admin service, within [`CALL_TIMEOUT`].
+async fn call<T, F>(grpc: &str, what: &str, call: F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
     Ok(tokio::time::timeout(CALL_TIMEOUT, call)
         .await
-        .map_err(|_| anyhow!("{grpc}: no status within {CALL_TIMEOUT:?}"))??
+        .map_err(|_| anyhow!("{grpc}: no {what} within {CALL_TIMEOUT:?}"))??
         .into_inner())
+}
+
+async fn status(grpc: &str) -> anyhow::Result<NodeStatusResponse> {
+    let mut c = admin(grpc).await?;
+    call(grpc, "status", c.node_status(NodeStatusRequest {})).await
 }
 
 async fn run_at(grpc: &str) -> anyhow::Result<CheckResponse> {
     let mut c = admin(grpc).await?;
-    let call = c.check(CheckRequest {});
-    Ok(tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .map_err(|_| anyhow!("{grpc}: no check answer within {CALL_TIMEOUT:?}"))??
-        .into_inner())
+    call(grpc, "check answer", c.check(CheckRequest {})).await
 }
 
 /// Runs a check through any of `members` (id → gRPC address; retried

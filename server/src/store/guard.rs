@@ -83,18 +83,16 @@ fn write_refusal(ctx: &AuthContext<'_>) -> Option<Violation> {
         A::Function { function_name } => {
             deny::denied_function(function_name, true).map(Violation::Function)
         }
-        A::Insert { table_name } | A::Delete { table_name } | A::Update { table_name, .. }
-            if deny::read_only_table_in_write(table_name).is_some() =>
-        {
-            deny::read_only_table_in_write(table_name).map(|why| Violation::Table {
-                name: table_name.to_string(),
-                why,
+        // Changing a table: denied outright, or readable but not changeable.
+        A::Insert { table_name } | A::Delete { table_name } | A::Update { table_name, .. } => {
+            table(table_name).or_else(|| {
+                deny::read_only_table_in_write(table_name).map(|why| Violation::Table {
+                    name: table_name.to_string(),
+                    why,
+                })
             })
         }
         A::Read { table_name, .. }
-        | A::Insert { table_name }
-        | A::Delete { table_name }
-        | A::Update { table_name, .. }
         | A::DropTable { table_name }
         | A::AlterTable { table_name, .. }
         | A::CreateTrigger { table_name, .. }
