@@ -34,7 +34,7 @@ pub async fn node(args: NodeArgs) -> anyhow::Result<()> {
 /// A client to the node named on the command line; it forwards
 /// membership changes to the leader.
 async fn admin_client(node: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    AdminClient::connect(format!("http://{node}"))
+    resqlite::grpc_tls::admin_client(node)
         .await
         .with_context(|| format!("cannot reach a node at {node}"))
 }
@@ -241,7 +241,7 @@ async fn transfer_leader(args: TransferLeaderArgs) -> anyhow::Result<()> {
         println!("node {} already leads", leader.id);
         return Ok(());
     }
-    let mut client = AdminClient::connect(format!("http://{}", leader.grpc))
+    let mut client = resqlite::grpc_tls::admin_client(&leader.grpc)
         .await
         .with_context(|| {
             format!(

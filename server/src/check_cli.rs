@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use resqlite::node::peer_status;
-use resqlite_proto::client::admin_client::AdminClient;
 use resqlite_proto::client::{CheckRequest, NodeStatusResponse};
 
 use crate::cli::CheckArgs;
@@ -88,7 +87,7 @@ impl fmt::Display for Line<'_> {
 /// `resqlite check`.
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let node = &args.admin.node;
-    let mut client = AdminClient::connect(format!("http://{node}"))
+    let mut client = resqlite::grpc_tls::admin_client(node)
         .await
         .with_context(|| format!("cannot reach a node at {node}"))?;
     let reply = client

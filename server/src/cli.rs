@@ -30,6 +30,60 @@ pub enum Command {
     /// each member's hash is compared with the leader's. Exits non-zero on
     /// a mismatch or a member that does not answer.
     Check(CheckArgs),
+    /// Make the certificates of mutual TLS: the cluster's CA, one per node,
+    /// one for operators (docs/security.md).
+    Certs(CertsArgs),
+}
+
+impl Command {
+    /// How an admin command reaches the cluster (None for the others).
+    pub fn admin_args(&self) -> Option<&AdminArgs> {
+        match self {
+            Command::Status(a) => Some(a),
+            Command::Check(c) => Some(&c.admin),
+            Command::Node(n) => Some(match &n.command {
+                NodeCommand::List(a) => a,
+                NodeCommand::TransferLeader(t) => &t.admin,
+                NodeCommand::Add(a) => &a.admin,
+                NodeCommand::Promote(m) | NodeCommand::Remove(m) => &m.admin,
+            }),
+            Command::Serve(_) | Command::Cluster(_) | Command::Certs(_) => None,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum CertsCommand {
+    /// Create the cluster's CA (ca.pem, ca.key) in --dir.
+    Ca(CertsDir),
+    /// Issue node ID's certificate (node-ID.pem, node-ID.key), signed by
+    /// the CA in --dir.
+    Node(NodeCertArgs),
+    /// Issue an operator's certificate (admin.pem, admin.key), signed by
+    /// the CA in --dir.
+    Admin(CertsDir),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsDir {
+    /// The certificates directory.
+    #[arg(long, env = "RESQLITE_CERTS_DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeCertArgs {
+    #[command(flatten)]
+    pub dir: CertsDir,
+    /// The node's id.
+    #[arg(long)]
+    pub id: u64,
 }
 
 /// How to reach a cluster for an admin command.
@@ -38,6 +92,11 @@ pub struct AdminArgs {
     /// gRPC address (HOST:PORT) of any node of the cluster.
     #[arg(long, env = "RESQLITE_NODE", default_value = "127.0.0.1:7432")]
     pub node: String,
+    /// Directory with ca.pem, admin.pem and admin.key, for a cluster that
+    /// runs with mutual TLS (`resqlite cluster` makes one in its data
+    /// directory: ./resqlite-cluster/certs).
+    #[arg(long, env = "RESQLITE_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -174,6 +233,16 @@ pub struct ServeArgs {
     #[arg(long, env = "RESQLITE_JOIN", conflicts_with = "peers",
           num_args = 0..=1, default_missing_value = "", value_name = "HOST:PORT")]
     pub join: Option<String>,
+    /// Directory with ca.pem, node-ID.pem and node-ID.key (`resqlite
+    /// certs`): the gRPC port then speaks mutual TLS only, peers must prove
+    /// their node id and admin clients hold an admin certificate.
+    #[arg(long, env = "RESQLITE_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without TLS on the gRPC
+    /// port (anyone who reaches it then owns the cluster) or with the
+    /// PostgreSQL port open to the network without passwords.
+    #[arg(long, env = "RESQLITE_INSECURE")]
+    pub insecure: bool,
     /// Raft tick in milliseconds (the election timeout is 10–20 ticks).
     #[arg(long, env = "RESQLITE_TICK_MS", default_value_t = 50)]
     pub tick_ms: u64,
@@ -212,6 +281,11 @@ pub struct ClusterArgs {
     /// Host to listen on.
     #[arg(long, env = "RESQLITE_HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// Run the gRPC port without TLS. By default the cluster makes a
+    /// throwaway CA and certificates in DATA_DIR/certs and runs with
+    /// mutual TLS between nodes.
+    #[arg(long)]
+    pub no_tls: bool,
 }
 
 #[cfg(test)]

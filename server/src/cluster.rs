@@ -28,10 +28,21 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let peers: Vec<String> = (1..=n)
         .map(|i| format!("{i}={host}:{},{host}:{}", raft(i), pg(i), host = args.host))
         .collect();
+    let certs_dir = args.data_dir.join("certs");
+    if !args.no_tls {
+        resqlite::certs::ensure_local_cluster(&certs_dir, args.nodes)
+            .context("cannot make the cluster's certificates")?;
+    }
     let mut members = Vec::new();
     for i in 1..=n {
         let dir = args.data_dir.join(format!("node{i}"));
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if args.no_tls {
+            command.env_remove("RESQLITE_CERTS_DIR");
+        } else {
+            command.env("RESQLITE_CERTS_DIR", &certs_dir);
+        }
+        let child = command
             .arg("serve")
             .args(["--id", &i.to_string()])
             .arg("--data-dir")
@@ -51,6 +62,12 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
     wait_until_listening(&args.host, &members).await;
     print_connection_strings(&args.host, &members);
+    if !args.no_tls {
+        println!(
+            "Nodes talk mutual TLS; for `resqlite status`, `node` and `check` run first:\n  export RESQLITE_CERTS_DIR={}",
+            certs_dir.display()
+        );
+    }
     tokio::select! {
         _ = crate::serve::shutdown_signal() => {}
         _ = first_exit(&mut members) => {}

@@ -1,6 +1,8 @@
 //! A ReSQLite node: the SQLite state machine, statement classification,
 //! routing between the front ends and Raft, and the command line.
 
+pub mod certs;
+pub mod grpc_tls;
 pub mod node;
 pub mod sql;
 pub mod store;

@@ -18,6 +18,13 @@ use resqlite_raft::Role;
 use crate::cli::ServeArgs;
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    refuse_open_ports_without_protection(&args)?;
+    let tls = match &args.certs_dir {
+        Some(dir) => Some(resqlite::certs::node_files(dir, args.id)?),
+        None => None,
+    };
+    // Forwarded admin requests and `--join` dial other nodes as this node.
+    resqlite::grpc_tls::dial_as(tls.clone());
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let db_path = args.data_dir.join("db.sqlite");
@@ -61,6 +68,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         NodeConfig::new(args.id, grpc_urls, args.data_dir.clone())
     };
     cfg.tick = Duration::from_millis(args.tick_ms.max(1));
+    cfg.transport.tls = tls.clone();
     cfg.snapshot = SnapshotPolicy {
         entries: args.snapshot_entries.max(1),
         bytes: args.snapshot_bytes.max(1),
@@ -74,15 +82,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The gRPC server keeps running during a SIGTERM hand-over (the new
     // leader must still reach this node), then stops with the rest.
     let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
-    let grpc = tonic::transport::Server::builder()
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc = grpc
+            .tls_config(tls.server_config())
+            .context("the node's TLS certificate or key is not valid")?;
+    }
+    let operators_only = resqlite::grpc_tls::operators_and_nodes(tls.is_some());
+    let grpc = grpc
         // Heartbeats and votes that time out under load are reset by the
         // caller; h2's rapid-reset guard (20 such streams) would then close
         // the whole connection, Raft's append stream with it, and cost an
         // election. Peers are cluster members: allow far more.
         .http2_max_pending_accept_reset_streams(Some(1024))
         .add_service(raft_service)
-        .add_service(ClientServer::new(ClientCommandService::new(node.clone())))
-        .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .add_service(ClientServer::with_interceptor(
+            ClientCommandService::new(node.clone()),
+            operators_only.clone(),
+        ))
+        .add_service(AdminServer::with_interceptor(
+            AdminService::new(node.clone()),
+            operators_only,
+        ))
         .serve_with_shutdown(args.raft_listen, async move {
             let mut stopped = grpc_stopped;
             let _ = stopped.wait_for(|&s| s).await;
@@ -124,12 +145,37 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to start a node that anyone on the network could take over: the
+/// gRPC port off loopback without mutual TLS, or the PostgreSQL port off
+/// loopback (it has no passwords yet), unless `--insecure`.
+fn refuse_open_ports_without_protection(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.insecure {
+        return Ok(());
+    }
+    if args.certs_dir.is_none() && !args.raft_listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without TLS: anyone who reaches the gRPC port could \
+             join, remove nodes or forge Raft messages. Pass --certs-dir (see \
+             docs/security.md), or --insecure on a network you trust",
+            args.raft_listen
+        );
+    }
+    if !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} for PostgreSQL clients: ReSQLite does not check \
+             passwords yet, so anyone who reaches the port could read and write. Listen on \
+             loopback, or pass --insecure on a network you trust",
+            args.listen
+        );
+    }
+    Ok(())
+}
+
 /// Asks the cluster, through the member at `via`, to add this node and
 /// promote it once caught up; retries until it is done or refused for
 /// good. The answer comes only once this node is a voter: meanwhile it
 /// receives the data (a snapshot, then the log) like any follower.
 async fn join_cluster(raft: RaftNode<SqliteStateMachine>, via: String, me: PeerAddrs) {
-    use resqlite_proto::client::admin_client::AdminClient;
     use resqlite_proto::client::AddNodeRequest;
     let id = raft.id();
     let mut delay = Duration::from_millis(200);
@@ -144,7 +190,7 @@ async fn join_cluster(raft: RaftNode<SqliteStateMachine>, via: String, me: PeerA
             empty: status.last_index == 0 && status.snapshot == 0 && status.term == 0,
         };
         let attempt = async {
-            let mut client = AdminClient::connect(format!("http://{via}"))
+            let mut client = resqlite::grpc_tls::admin_client(&via)
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             client.add_node(request).await

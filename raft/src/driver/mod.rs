@@ -359,6 +359,7 @@ impl<S: StateMachine> RaftNode<S> {
                 .await
                 .map_err(|e| DriverError::Config(format!("log store open task failed: {e}")))?;
         let (store, recovered) = opened?;
+        let authenticate_peers = cfg.transport.tls.is_some();
         let snapshot_dir = SnapshotDir::open(cfg.data_dir.join("snapshots"))
             .map_err(|e| DriverError::Snapshot(format!("snapshot directory: {e}")))?;
         let (sm, applied) = {
@@ -478,7 +479,9 @@ impl<S: StateMachine> RaftNode<S> {
             fatal,
             halted,
         };
-        let service = RaftGrpc::new(id, inbound_tx, snapshot_dir).into_service();
+        let service = RaftGrpc::new(id, inbound_tx, snapshot_dir)
+            .authenticating_peers(authenticate_peers)
+            .into_service();
         Ok((node, service))
     }
 

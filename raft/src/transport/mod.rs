@@ -16,6 +16,7 @@ pub mod convert;
 pub mod peer;
 pub mod server;
 mod snapshot;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use tokio::sync::oneshot;
 use crate::core::Message;
 
 pub use server::{RaftGrpc, RaftService};
+pub use tls::TlsFiles;
 
 /// Largest gRPC message accepted or sent between nodes. It must stay well
 /// above the core's `max_batch_bytes` so a full batch always fits.
@@ -58,6 +60,10 @@ pub struct TransportOptions {
     /// First and largest delay before reopening a broken AppendEntries or
     /// heartbeat stream.
     pub reconnect_backoff: (Duration, Duration),
+    /// Mutual TLS with every peer, when set: peers are dialled over TLS
+    /// and must prove their node id, and the Raft service accepts a
+    /// message only from a certificate naming its sender (see [`tls`]).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for TransportOptions {
@@ -69,6 +75,7 @@ impl Default for TransportOptions {
             queue_len: 4096,
             max_unary_inflight: 64,
             reconnect_backoff: (Duration::from_millis(20), Duration::from_secs(1)),
+            tls: None,
         }
     }
 }

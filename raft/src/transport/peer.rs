@@ -85,7 +85,13 @@ pub(crate) fn spawn_peer(
         snapshots,
         snapshot_failures,
     } = links;
-    let endpoint = Endpoint::from_shared(url.to_string())?
+    let mut endpoint = match &opts.tls {
+        // Mutual TLS: the peer must prove it is node `peer`.
+        Some(tls) => Endpoint::from_shared(https(url))?
+            .tls_config(tls.client_config(&super::tls::node_name(peer)))?,
+        None => Endpoint::from_shared(url.to_string())?,
+    };
+    endpoint = endpoint
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(opts.keepalive_interval)
@@ -114,6 +120,15 @@ pub(crate) fn spawn_peer(
     };
     tokio::spawn(task.run(rx));
     Ok(PeerHandle { peer, tx, dropped })
+}
+
+/// `url` with the `https` scheme (membership entries carry `http://`
+/// addresses; the scheme only tells tonic whether to speak TLS).
+fn https(url: &str) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) => format!("https://{rest}"),
+        None => url.to_string(),
+    }
 }
 
 /// Delay before a broken stream may be reopened.

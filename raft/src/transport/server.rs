@@ -6,6 +6,11 @@
 //! `rpc_id` is restored in the reply. A request the core drops (stale, not
 //! addressed to us, or a vote refused without an answer) gets no reply:
 //! `Status::unavailable` on a unary call, nothing on a stream.
+//!
+//! With mutual TLS on, every message's `from` must be named by the
+//! sender's certificate ([`super::tls`]); a message that is not is refused
+//! (`permission_denied`) and a stream carrying one is closed, before the
+//! core sees it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, ConvertError};
+use super::tls::SenderCheck;
 use super::{snapshot, Inbound, MAX_MESSAGE_BYTES};
 use crate::core::{Message, MessageBody};
 use crate::driver::snapshot_dir::SnapshotDir;
@@ -43,6 +49,8 @@ pub struct RaftGrpc {
     next_rpc_id: Arc<AtomicU64>,
     /// Where received snapshots are written.
     snapshots: SnapshotDir,
+    /// Whether senders must prove their node id with a TLS certificate.
+    authenticate: bool,
 }
 
 impl RaftGrpc {
@@ -52,6 +60,26 @@ impl RaftGrpc {
             inbound,
             next_rpc_id: Arc::new(AtomicU64::new(1)),
             snapshots,
+            authenticate: false,
+        }
+    }
+
+    /// Requires every message's sender to be named by the peer's TLS
+    /// certificate (the server must then run with mutual TLS).
+    pub(crate) fn authenticating_peers(mut self, on: bool) -> Self {
+        self.authenticate = on;
+        self
+    }
+
+    /// What the sender of `request` is allowed to claim to be.
+    fn sender_check<T>(&self, request: &Request<T>) -> SenderCheck {
+        if self.authenticate {
+            SenderCheck::Certificates {
+                certs: request.peer_certs(),
+                proven: None,
+            }
+        } else {
+            SenderCheck::Off
         }
     }
 
@@ -90,6 +118,7 @@ impl RaftGrpc {
     /// malformed request, or when the reply stream is gone.
     fn forward_stream<T: Send + 'static>(
         &self,
+        mut sender: SenderCheck,
         mut requests: Streaming<T>,
         rpc: &'static str,
         peer_rpc_id: fn(&T) -> u64,
@@ -115,6 +144,15 @@ impl RaftGrpc {
                         break;
                     }
                 };
+                if !sender.allows(msg.from) {
+                    tracing::warn!(
+                        node = this.id,
+                        rpc,
+                        from = msg.from,
+                        "message whose sender's certificate does not name it; closing the stream"
+                    );
+                    break;
+                }
                 let Ok(rx) = this.submit(msg).await else {
                     break;
                 };
@@ -125,6 +163,23 @@ impl RaftGrpc {
             }
         });
     }
+}
+
+/// `msg`, if its sender's certificate names its `from`.
+fn proven(sender: &mut SenderCheck, msg: Message) -> Result<Message, Status> {
+    if sender.allows(msg.from) {
+        Ok(msg)
+    } else {
+        Err(not_the_sender(msg.from))
+    }
+}
+
+/// The refusal of a message whose claimed sender the certificate does not
+/// name.
+pub(crate) fn not_the_sender(from: NodeId) -> Status {
+    Status::permission_denied(format!(
+        "the client certificate does not name node {from}, the message's sender"
+    ))
 }
 
 fn internal(e: ConvertError) -> Status {
@@ -142,9 +197,11 @@ impl Raft for RaftGrpc {
         &self,
         request: Request<pb::RequestVoteRequest>,
     ) -> Result<Response<pb::RequestVoteResponse>, Status> {
+        let mut sender = self.sender_check(&request);
         let req = request.into_inner();
         let peer_rpc_id = req.rpc_id;
-        let reply = self.call(convert::vote_request_from_proto(req)).await?;
+        let msg = proven(&mut sender, convert::vote_request_from_proto(req))?;
+        let reply = self.call(msg).await?;
         let mut out = convert::vote_response_to_proto(reply).map_err(internal)?;
         out.rpc_id = peer_rpc_id;
         Ok(Response::new(out))
@@ -158,6 +215,7 @@ impl Raft for RaftGrpc {
     ) -> Result<Response<Self::AppendEntriesStream>, Status> {
         let (pending_tx, pending_rx) = mpsc::channel(STREAM_PENDING);
         self.forward_stream(
+            self.sender_check(&request),
             request.into_inner(),
             "AppendEntries",
             |r| r.rpc_id,
@@ -189,6 +247,7 @@ impl Raft for RaftGrpc {
     ) -> Result<Response<Self::HeartbeatsStream>, Status> {
         let (pending_tx, pending_rx) = mpsc::channel(HEARTBEATS_PENDING);
         self.forward_stream(
+            self.sender_check(&request),
             request.into_inner(),
             "Heartbeat",
             |r| r.rpc_id,
@@ -220,11 +279,11 @@ impl Raft for RaftGrpc {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let mut sender = self.sender_check(&request);
         let req = request.into_inner();
         let peer_rpc_id = req.rpc_id;
-        let reply = self
-            .call(convert::heartbeat_request_from_proto(req))
-            .await?;
+        let msg = proven(&mut sender, convert::heartbeat_request_from_proto(req))?;
+        let reply = self.call(msg).await?;
         let mut out = convert::heartbeat_response_to_proto(reply).map_err(internal)?;
         out.rpc_id = peer_rpc_id;
         Ok(Response::new(out))
@@ -234,11 +293,12 @@ impl Raft for RaftGrpc {
         &self,
         request: Request<pb::TimeoutNowRequest>,
     ) -> Result<Response<pb::TimeoutNowResponse>, Status> {
+        let mut sender = self.sender_check(&request);
         let req = request.into_inner();
         let term = req.term;
         // The core never answers TimeoutNow (it starts an election), so it
         // goes in without a responder and is acknowledged on receipt.
-        let msg = convert::timeout_now_from_proto(req);
+        let msg = proven(&mut sender, convert::timeout_now_from_proto(req))?;
         self.inbound
             .send(Inbound {
                 msg,
@@ -255,7 +315,8 @@ impl Raft for RaftGrpc {
         &self,
         request: Request<Streaming<pb::InstallSnapshotChunk>>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        let msg = snapshot::receive(self.id, request.into_inner(), &self.snapshots).await?;
+        let sender = self.sender_check(&request);
+        let msg = snapshot::receive(self.id, sender, request.into_inner(), &self.snapshots).await?;
         let reply = self.call(msg).await?;
         let MessageBody::InstallSnapshotResponse { index } = reply.body else {
             return Err(internal(ConvertError::UnexpectedBody {

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use super::tls::SenderCheck;
 use crate::core::{Message, MessageBody};
 use crate::driver::snapshot_dir::{Current as SnapshotSource, SnapshotDir};
 use crate::types::{Membership, NodeId, SnapshotMeta};
@@ -162,11 +163,12 @@ fn read_chunks(
 /// Returns the InstallSnapshot message for the core.
 pub(crate) async fn receive(
     me: NodeId,
+    sender: SenderCheck,
     mut chunks: Streaming<pb::InstallSnapshotChunk>,
     dir: &SnapshotDir,
 ) -> Result<Message, Status> {
     let tmp = dir.temp_path();
-    let result = receive_into(me, &mut chunks, &tmp).await;
+    let result = receive_into(me, sender, &mut chunks, &tmp).await;
     let (head, meta) = match result {
         Ok(done) => done,
         Err(status) => {
@@ -193,6 +195,7 @@ pub(crate) async fn receive(
 /// snapshot's metadata once the whole file checks out.
 async fn receive_into(
     me: NodeId,
+    mut sender: SenderCheck,
     chunks: &mut Streaming<pb::InstallSnapshotChunk>,
     tmp: &Path,
 ) -> Result<(pb::InstallSnapshotChunk, SnapshotMeta), Status> {
@@ -222,6 +225,10 @@ async fn receive_into(
                 "chunk at offset {} where {written} was expected",
                 chunk.offset
             )));
+        }
+        // Before a byte reaches the disk: the sender must be who it claims.
+        if !sender.allows(first.from) {
+            return Err(super::server::not_the_sender(first.from));
         }
         if written == 0 {
             progress = Progress::new(chunk.total_size);

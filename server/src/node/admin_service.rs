@@ -167,7 +167,7 @@ impl Node {
 /// Asks the node at gRPC address `grpc` (`host:port`) for its status.
 pub async fn peer_status(grpc: &str) -> anyhow::Result<NodeStatusResponse> {
     let ask = async {
-        let mut client = AdminClient::connect(format!("http://{grpc}")).await?;
+        let mut client = crate::grpc_tls::admin_client(grpc).await?;
         anyhow::Ok(client.node_status(NodeStatusRequest {}).await?.into_inner())
     };
     tokio::time::timeout(PEER_STATUS_TIMEOUT, ask)
@@ -299,7 +299,7 @@ impl AdminService {
                 "no leader is known right now; retry in a moment",
             ));
         };
-        let client = AdminClient::connect(format!("http://{grpc}"))
+        let client = crate::grpc_tls::admin_client(&grpc)
             .await
             .map_err(|e| Status::unavailable(format!("cannot reach the leader at {grpc}: {e}")))?;
         Ok(Some(client))
