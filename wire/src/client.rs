@@ -13,6 +13,7 @@ use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, ProtocolVersion};
 use pgwire::tokio::server::MaybeTls;
+use pgwire::tokio::tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_util::codec::Framed;
 
 use crate::codec::{Inbound, WireCodec};
@@ -92,6 +93,14 @@ impl ClientInfo for Conn {
 
     fn session_extensions(&self) -> &SessionExtensions {
         self.info().session_extensions()
+    }
+
+    fn sni_server_name(&self) -> Option<&str> {
+        self.info().sni_server_name()
+    }
+
+    fn client_certificates<'a>(&self) -> Option<&[CertificateDer<'a>]> {
+        self.info().client_certificates()
     }
 }
 

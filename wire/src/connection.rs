@@ -52,8 +52,10 @@ impl From<io::Error> for Failure {
 /// Serves one accepted socket until the client leaves.
 pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) -> io::Result<()> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    // Answers 'N' to SSLRequest and GSSENCRequest: no TLS acceptor yet.
-    let negotiated = match timeout_at(deadline, negotiate_tls::<()>(socket, None)).await {
+    // With TLS configured an SSLRequest gets 'S' and the handshake; else
+    // 'N'. GSSENCRequest always gets 'N'.
+    let acceptor = shared.opts.tls.as_ref().map(|t| t.acceptor.clone());
+    let negotiated = match timeout_at(deadline, negotiate_tls::<()>(socket, acceptor)).await {
         Ok(result) => result?,
         Err(_) => return Ok(()),
     };
@@ -94,7 +96,9 @@ pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) 
         }
     }
 
-    let settings = Settings::new(&shared.opts.server_version, conn.metadata().iter());
+    let mut settings = Settings::new(&shared.opts.server_version, conn.metadata().iter());
+    let user = conn.metadata().get(pgwire::api::METADATA_USER);
+    settings.set_superuser(shared.startup.is_superuser(user.map_or("", String::as_str)));
     let cancel = conn
         .session_extensions()
         .get::<Arc<ConnectionHandle>>()

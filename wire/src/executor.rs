@@ -92,6 +92,11 @@ impl SqlError {
 pub struct Session {
     /// `SET resqlite.read_consistency = 'weak'` turns off the quorum check on reads.
     pub weak_reads: bool,
+    /// The role the session logged in as (the startup `user`).
+    pub user: std::sync::Arc<str>,
+    /// Whether that role is a superuser (always, with trust
+    /// authentication).
+    pub superuser: bool,
 }
 
 /// What the front end announces at startup (ParameterStatus) and answers to

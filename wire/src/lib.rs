@@ -6,6 +6,7 @@
 //! cancel requests, and the session commands (`SET`, `SHOW`, `RESET`) that
 //! drivers send, answered here.
 
+mod auth;
 mod client;
 mod codec;
 mod connection;
@@ -21,8 +22,9 @@ mod simple;
 mod startup;
 mod types;
 
+pub use auth::{Roles, ScramVerifier, SCRAM_ITERATIONS};
 pub use executor::{
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
-pub use options::{Auth, WireOptions, MAX_STATEMENT_BYTES};
+pub use options::{Auth, ClientTls, WireOptions, MAX_STATEMENT_BYTES};
 pub use server::serve;

@@ -1,5 +1,15 @@
 //! What the front end is configured with.
 
+use std::fmt;
+use std::sync::Arc;
+
+use pgwire::tokio::tokio_rustls::rustls;
+use pgwire::tokio::TlsAcceptor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::auth::Roles;
+
 /// The largest statement a client may send, in bytes: a Query's text, a
 /// Parse's text, or a Bind with all its parameters, and also the SQL text of
 /// a bound statement plus its parameters together.
@@ -13,17 +23,76 @@
 pub const MAX_STATEMENT_BYTES: usize = 8 << 20;
 
 /// How clients prove who they are at startup.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum Auth {
-    /// Any user, no password (PostgreSQL's `trust`).
+    /// Any user, no password (PostgreSQL's `trust`); every session is a
+    /// superuser.
     #[default]
     Trust,
+    /// SCRAM-SHA-256 against the roles' verifiers (with channel binding
+    /// on TLS connections when the server has a certificate).
+    Scram(Arc<dyn Roles>),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Trust => f.write_str("Trust"),
+            Auth::Scram(_) => f.write_str("Scram"),
+        }
+    }
+}
+
+/// TLS for clients (`sslmode=require` and stronger).
+#[derive(Clone)]
+pub struct ClientTls {
+    pub(crate) acceptor: TlsAcceptor,
+    /// The server's certificate chain, PEM: SCRAM's channel binding
+    /// hashes it.
+    pub(crate) cert_pem: Vec<u8>,
+    /// Refuse clients that do not ask for TLS (FATAL 28000).
+    pub(crate) required: bool,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// From a PEM certificate chain and its PEM private key.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], required: bool) -> Result<Self, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the certificate is not valid PEM: {e}"))?;
+        if certs.is_empty() {
+            return Err("the certificate file holds no certificate".to_string());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| format!("the key is not a valid PEM private key: {e}"))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+        Ok(ClientTls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            cert_pem: cert_pem.to_vec(),
+            required,
+        })
+    }
 }
 
 /// Settings of the PostgreSQL front end. Build it with
 /// `WireOptions { field: …, ..Default::default() }`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct WireOptions {
     /// The `server_version` announced at startup and answered to `SHOW
     /// server_version`. libpq trusts `in_hot_standby` and
@@ -38,6 +107,8 @@ pub struct WireOptions {
     pub max_query_bytes: usize,
     /// How clients authenticate.
     pub auth: Auth,
+    /// TLS for clients; None answers `N` to SSLRequest.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for WireOptions {
@@ -46,6 +117,7 @@ impl Default for WireOptions {
             server_version: "16.0".to_string(),
             max_query_bytes: MAX_STATEMENT_BYTES,
             auth: Auth::Trust,
+            tls: None,
         }
     }
 }

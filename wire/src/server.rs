@@ -37,8 +37,10 @@ pub async fn serve<E: Executor>(
     opts: WireOptions,
 ) -> io::Result<()> {
     let cancels = Arc::new(ConnectionManager::new());
+    let startup = Startup::new(Arc::clone(&executor), &opts, Arc::clone(&cancels))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let shared = Arc::new(Shared {
-        startup: Startup::new(Arc::clone(&executor), &opts, Arc::clone(&cancels)),
+        startup,
         executor,
         opts,
         cancels,

@@ -17,6 +17,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::startup::PasswordMessageFamily;
 use pgwire::messages::PgWireFrontendMessage;
 
+use crate::auth::{Roles, ScramMechanisms};
 use crate::client::Conn;
 use crate::executor::{Executor, SqlError};
 use crate::options::{Auth, WireOptions};
@@ -24,7 +25,17 @@ use crate::options::{Auth, WireOptions};
 /// Runs the startup phase of every connection of one server.
 pub(crate) struct Startup<E> {
     driver: AuthDriver<ServerParameters<E>>,
-    auth: Arc<dyn AuthMechanismFactory>,
+    auth: Mechanisms,
+    /// None with trust authentication.
+    roles: Option<Arc<dyn Roles>>,
+    /// Plaintext clients are refused (FATAL 28000).
+    tls_required: bool,
+}
+
+/// The authentication mechanisms a server offers.
+enum Mechanisms {
+    Trust(Arc<TrustFactory>),
+    Scram(ScramMechanisms),
 }
 
 impl<E: Executor> Startup<E> {
@@ -33,17 +44,42 @@ impl<E: Executor> Startup<E> {
         executor: Arc<E>,
         opts: &WireOptions,
         manager: Arc<ConnectionManager>,
-    ) -> Self {
+    ) -> Result<Self, String> {
+        let roles = match &opts.auth {
+            Auth::Trust => None,
+            Auth::Scram(roles) => Some(Arc::clone(roles)),
+        };
         let params = ServerParameters {
             executor,
             server_version: opts.server_version.clone(),
+            roles: roles.clone(),
         };
-        let auth: Arc<dyn AuthMechanismFactory> = match opts.auth {
-            Auth::Trust => Arc::new(TrustFactory),
+        let auth = match roles.clone() {
+            None => Mechanisms::Trust(Arc::new(TrustFactory)),
+            Some(roles) => Mechanisms::Scram(
+                ScramMechanisms::new(roles, opts.tls.as_ref().map(|t| t.cert_pem.as_slice()))
+                    .map_err(|e| format!("SCRAM channel binding: {e}"))?,
+            ),
         };
-        Startup {
+        Ok(Startup {
             driver: AuthDriver::new(params).with_connection_manager(manager),
             auth,
+            roles,
+            tls_required: opts.tls.as_ref().is_some_and(|t| t.required),
+        })
+    }
+
+    /// Whether `user` is a superuser: every session is with trust.
+    pub(crate) fn is_superuser(&self, user: &str) -> bool {
+        self.roles.as_ref().is_none_or(|r| r.is_superuser(user))
+    }
+
+    /// The mechanism for `conn`: SCRAM with channel binding on TLS.
+    fn mechanism(&self, conn: &Conn) -> Box<dyn AuthMechanism> {
+        match &self.auth {
+            Mechanisms::Trust(t) => t.create(),
+            Mechanisms::Scram(s) if conn.is_secure() => s.tls.create(),
+            Mechanisms::Scram(s) => s.plain.create(),
         }
     }
 
@@ -61,9 +97,15 @@ impl<E: Executor> Startup<E> {
                     .await
                     .map_err(from_pgwire)?;
                 save_startup_parameters_to_metadata(conn, &startup);
-                self.driver
-                    .begin_authentication(conn, self.auth.create())
-                    .await
+                if self.tls_required && !conn.is_secure() {
+                    return Err(SqlError::new(
+                        "28000",
+                        "this server accepts only TLS connections: connect with \
+                         sslmode=require (or verify-ca, verify-full)",
+                    ));
+                }
+                let mechanism = self.mechanism(conn);
+                self.driver.begin_authentication(conn, mechanism).await
             }
             PgWireFrontendMessage::PasswordMessageFamily(password) => {
                 self.driver.advance_authentication(conn, password).await
@@ -74,14 +116,23 @@ impl<E: Executor> Startup<E> {
                 ))
             }
         };
-        match outcome.map_err(from_pgwire)? {
-            AuthOutcome::InProgress => Ok(()),
-            AuthOutcome::Authenticated { final_message, .. } => {
-                tracing::debug!(
-                    user = conn.metadata().get(METADATA_USER).map(String::as_str).unwrap_or(""),
-                    peer = %conn.socket_addr(),
-                    "client authenticated"
-                );
+        let user = || {
+            conn.metadata()
+                .get(METADATA_USER)
+                .cloned()
+                .unwrap_or_default()
+        };
+        match outcome {
+            // PostgreSQL's words, with the user of the startup message
+            // (SCRAM's own user name is empty with libpq).
+            Err(PgWireError::InvalidPassword(_)) => Err(SqlError::new(
+                "28P01",
+                format!("password authentication failed for user \"{}\"", user()),
+            )),
+            Err(e) => Err(from_pgwire(e)),
+            Ok(AuthOutcome::InProgress) => Ok(()),
+            Ok(AuthOutcome::Authenticated { final_message, .. }) => {
+                tracing::debug!(user = %user(), peer = %conn.socket_addr(), "client authenticated");
                 self.driver
                     .complete_authentication(conn, final_message)
                     .await
@@ -107,6 +158,14 @@ pub(crate) fn from_pgwire(error: PgWireError) -> SqlError {
 struct ServerParameters<E> {
     executor: Arc<E>,
     server_version: String,
+    /// None with trust authentication: every session is a superuser.
+    roles: Option<Arc<dyn Roles>>,
+}
+
+impl<E> ServerParameters<E> {
+    fn is_superuser(&self, user: &str) -> bool {
+        self.roles.as_ref().is_none_or(|r| r.is_superuser(user))
+    }
 }
 
 impl<E: Executor> ServerParameterProvider for ServerParameters<E> {
@@ -127,7 +186,6 @@ impl<E: Executor> ServerParameterProvider for ServerParameters<E> {
             ("integer_datetimes", "on"),
             ("standard_conforming_strings", "on"),
             ("TimeZone", "UTC"),
-            ("is_superuser", "on"),
             ("in_hot_standby", read_only),
             ("default_transaction_read_only", read_only),
         ]
@@ -142,9 +200,16 @@ impl<E: Executor> ServerParameterProvider for ServerParameters<E> {
                 .cloned()
                 .unwrap_or_default(),
         );
-        if let Some(user) = metadata.get(METADATA_USER) {
-            params.insert("session_authorization".to_string(), user.clone());
-        }
+        let user = metadata
+            .get(METADATA_USER)
+            .map(String::as_str)
+            .unwrap_or("");
+        let superuser = self.is_superuser(user);
+        params.insert(
+            "is_superuser".to_string(),
+            if superuser { "on" } else { "off" }.to_string(),
+        );
+        params.insert("session_authorization".to_string(), user.to_string());
         Some(params)
     }
 }

@@ -70,16 +70,8 @@ impl Client for ClientCommandService {
         };
         let params = req.params.into_iter().map(from_proto).collect();
         let result = match req.read_consistency.as_str() {
-            "" | "linearizable" => {
-                self.node
-                    .run(&Session { weak_reads: false }, &sql, params)
-                    .await
-            }
-            "weak" => {
-                self.node
-                    .run(&Session { weak_reads: true }, &sql, params)
-                    .await
-            }
+            "" | "linearizable" => self.node.run(&operator_session(false), &sql, params).await,
+            "weak" => self.node.run(&operator_session(true), &sql, params).await,
             "local" => self.node.read_local(&sql, params).await,
             other => Err(SqlError::new(
                 "22023",
@@ -123,5 +115,15 @@ fn rows_affected(tag: &str) -> u64 {
             words.next_back().and_then(|n| n.parse().ok()).unwrap_or(0)
         }
         _ => 0,
+    }
+}
+
+/// ClientCommand callers hold an operator's or a node's certificate (or the
+/// cluster runs without TLS): they act as a superuser.
+fn operator_session(weak_reads: bool) -> Session {
+    Session {
+        weak_reads,
+        user: std::sync::Arc::from("resqlite"),
+        superuser: true,
     }
 }

@@ -28,6 +28,10 @@ pub(crate) struct Settings {
     /// Lower-case name → value, for settings the client changed.
     values: BTreeMap<String, String>,
     weak_reads: bool,
+    /// The role the session logged in as.
+    user: std::sync::Arc<str>,
+    /// Whether that role is a superuser.
+    superuser: bool,
 }
 
 impl Settings {
@@ -41,8 +45,13 @@ impl Settings {
             server_version: server_version.to_string(),
             values: BTreeMap::new(),
             weak_reads: false,
+            user: std::sync::Arc::from(""),
+            superuser: false,
         };
         for (name, value) in startup {
+            if name == "user" {
+                settings.user = std::sync::Arc::from(value.as_str());
+            }
             if matches!(
                 name.as_str(),
                 "user" | "database" | "options" | "replication" | "client_encoding"
@@ -56,10 +65,17 @@ impl Settings {
         settings
     }
 
+    /// Records whether the role that logged in is a superuser.
+    pub(crate) fn set_superuser(&mut self, superuser: bool) {
+        self.superuser = superuser;
+    }
+
     /// The session the executor sees.
     pub(crate) fn session(&self) -> Session {
         Session {
             weak_reads: self.weak_reads,
+            user: self.user.clone(),
+            superuser: self.superuser,
         }
     }
 
@@ -191,6 +207,8 @@ impl Settings {
             "server_version" => return Some(self.server_version.clone()),
             "server_version_num" => return Some(version_num(&self.server_version)),
             "server_encoding" | "client_encoding" => return Some("UTF8".to_string()),
+            "is_superuser" => return Some(if self.superuser { "on" } else { "off" }.to_string()),
+            "session_authorization" => return Some(self.user.to_string()),
             READ_CONSISTENCY => {
                 return Some(
                     if self.weak_reads {
@@ -242,6 +260,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     ("in_hot_standby", "", "on when this node is not the leader."),
     ("integer_datetimes", "on", "Datetimes are integer based."),
     (
+        "is_superuser",
+        "",
+        "Whether the session's role is a superuser.",
+    ),
+    (
         "IntervalStyle",
         "postgres",
         "Sets the display format for interval values.",
@@ -266,6 +289,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
         "server_version_num",
         "",
         "The server version as an integer.",
+    ),
+    (
+        "session_authorization",
+        "",
+        "The role the session logged in as.",
     ),
     (
         "standard_conforming_strings",

@@ -1,6 +1,7 @@
 //! The wire front end against real clients: tokio-postgres, and a raw
 //! client for what drivers never send.
 
+mod auth;
 mod driver;
 mod fake;
 mod protocol;
