@@ -100,6 +100,28 @@ pub fn issue_admin(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// Issues the PostgreSQL port's server certificate (`pg-server.pem`,
+/// `pg-server.key`) for `hosts` (names or IP addresses clients connect to,
+/// checked by `sslmode=verify-full`).
+pub fn issue_pg_server(dir: &Path, hosts: Vec<String>) -> anyhow::Result<()> {
+    anyhow::ensure!(!hosts.is_empty(), "name at least one host");
+    issue(
+        dir,
+        PG_SERVER_STEM,
+        "resqlite PostgreSQL server",
+        hosts,
+        vec![ExtendedKeyUsagePurpose::ServerAuth],
+    )
+}
+
+/// File stem of the PostgreSQL port's certificate.
+pub const PG_SERVER_STEM: &str = "pg-server";
+
+/// The PostgreSQL port's certificate and key paths in `dir`.
+pub fn pg_server_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    pair(dir, PG_SERVER_STEM)
+}
+
 /// Issues a client certificate `stem.pem`/`stem.key` holding other DNS
 /// `names` (for roles the node does not know: they may reach nothing).
 pub fn issue_other(dir: &Path, stem: &str, names: Vec<String>) -> anyhow::Result<()> {
@@ -117,10 +139,11 @@ pub fn client_files(dir: &Path, stem: &str) -> anyhow::Result<TlsFiles> {
     load(dir, stem)
 }
 
-/// Makes what `dir` lacks for a local cluster of `nodes` nodes: the CA,
-/// each node's certificate, and an admin certificate. Existing files are
-/// kept, so a restarted local cluster keeps its identities.
-pub fn ensure_local_cluster(dir: &Path, nodes: u64) -> anyhow::Result<()> {
+/// Makes what `dir` lacks for a local cluster of `nodes` nodes on `host`:
+/// the CA, each node's certificate, an admin certificate and the
+/// PostgreSQL port's. Existing files are kept, so a restarted local
+/// cluster keeps its identities.
+pub fn ensure_local_cluster(dir: &Path, nodes: u64, host: &str) -> anyhow::Result<()> {
     if !ca_key_path(dir).exists() {
         create_ca(dir)?;
     }
@@ -131,6 +154,13 @@ pub fn ensure_local_cluster(dir: &Path, nodes: u64) -> anyhow::Result<()> {
     }
     if !pair(dir, "admin").0.exists() {
         issue_admin(dir)?;
+    }
+    if !pg_server_paths(dir).0.exists() {
+        let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        if !hosts.contains(&host.to_string()) {
+            hosts.push(host.to_string());
+        }
+        issue_pg_server(dir, hosts)?;
     }
     Ok(())
 }
@@ -256,7 +286,7 @@ mod tests {
     #[test]
     fn a_local_cluster_gets_a_ca_nodes_and_an_admin_and_keeps_them() {
         let dir = tempfile::tempdir().unwrap();
-        ensure_local_cluster(dir.path(), 3).unwrap();
+        ensure_local_cluster(dir.path(), 3, "127.0.0.1").unwrap();
         for f in [
             "ca.pem",
             "ca.key",
@@ -264,11 +294,12 @@ mod tests {
             "node-3.key",
             "admin.pem",
             "admin.key",
+            "pg-server.pem",
         ] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
         let before = fs::read(dir.path().join("node-2.pem")).unwrap();
-        ensure_local_cluster(dir.path(), 3).unwrap();
+        ensure_local_cluster(dir.path(), 3, "127.0.0.1").unwrap();
         assert_eq!(before, fs::read(dir.path().join("node-2.pem")).unwrap());
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.path().join("ca.key"))

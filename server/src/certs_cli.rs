@@ -21,6 +21,13 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
                 id = n.id
             );
         }
+        CertsCommand::Pg(p) => {
+            certs::issue_pg_server(&p.dir.dir, p.hosts)?;
+            println!(
+                "issued pg-server.pem and pg-server.key in {}",
+                p.dir.dir.display()
+            );
+        }
         CertsCommand::Admin(d) => {
             certs::issue_admin(&d.dir)?;
             println!("issued admin.pem and admin.key in {}", d.dir.display());

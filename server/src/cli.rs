@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one node. With no peers it is a one-node cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local cluster of several nodes in one command (Ctrl-C stops it).
     Cluster(ClusterArgs),
     /// Show every node of a cluster: role, term, commit and applied index,
@@ -68,6 +68,19 @@ pub enum CertsCommand {
     /// Issue an operator's certificate (admin.pem, admin.key), signed by
     /// the CA in --dir.
     Admin(CertsDir),
+    /// Issue the PostgreSQL port's certificate (pg-server.pem,
+    /// pg-server.key) for the host names and addresses clients use; give
+    /// them to `serve --pg-cert --pg-key`.
+    Pg(PgCertArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PgCertArgs {
+    #[command(flatten)]
+    pub dir: CertsDir,
+    /// A host name or IP address clients connect to; repeat for each.
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -238,9 +251,35 @@ pub struct ServeArgs {
     /// their node id and admin clients hold an admin certificate.
     #[arg(long, env = "RESQLITE_CERTS_DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// A file holding the password of the bootstrap superuser (see
+    /// --superuser). With a password, clients must log in with SCRAM-SHA-256
+    /// (roles are made with CREATE ROLE … PASSWORD); without one, any user
+    /// gets in (trust), on loopback only. Give every node the same one.
+    #[arg(long, env = "RESQLITE_PASSWORD_FILE", conflicts_with = "password")]
+    pub password_file: Option<PathBuf>,
+    /// The bootstrap superuser's password itself (prefer --password-file:
+    /// the environment of a process can be read by its user).
+    #[arg(long, env = "RESQLITE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// The bootstrap superuser's name. It logs in with the password above
+    /// until a replicated role of that name exists (ALTER ROLE … PASSWORD
+    /// makes one), which then decides.
+    #[arg(long, env = "RESQLITE_SUPERUSER", default_value = "resqlite")]
+    pub superuser: String,
+    /// PEM certificate (chain) the PostgreSQL port presents for TLS
+    /// (sslmode=require, verify-full). With --pg-key.
+    #[arg(long, env = "RESQLITE_PG_CERT", requires = "pg_key")]
+    pub pg_cert: Option<PathBuf>,
+    /// PEM private key of --pg-cert.
+    #[arg(long, env = "RESQLITE_PG_KEY", requires = "pg_cert")]
+    pub pg_key: Option<PathBuf>,
+    /// Refuse PostgreSQL clients that do not use TLS (FATAL 28000).
+    #[arg(long, env = "RESQLITE_PG_TLS_REQUIRED", requires = "pg_cert")]
+    pub pg_tls_required: bool,
     /// Allow listening on a non-loopback address without TLS on the gRPC
     /// port (anyone who reaches it then owns the cluster) or with the
-    /// PostgreSQL port open to the network without passwords.
+    /// PostgreSQL port open to the network without passwords
+    /// (--password-file).
     #[arg(long, env = "RESQLITE_INSECURE")]
     pub insecure: bool,
     /// Raft tick in milliseconds (the election timeout is 10–20 ticks).

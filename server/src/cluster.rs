@@ -30,7 +30,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         .collect();
     let certs_dir = args.data_dir.join("certs");
     if !args.no_tls {
-        resqlite::certs::ensure_local_cluster(&certs_dir, args.nodes)
+        resqlite::certs::ensure_local_cluster(&certs_dir, args.nodes, &args.host)
             .context("cannot make the cluster's certificates")?;
     }
     let mut members = Vec::new();
@@ -38,9 +38,15 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         let dir = args.data_dir.join(format!("node{i}"));
         let mut command = Command::new(&exe);
         if args.no_tls {
-            command.env_remove("RESQLITE_CERTS_DIR");
+            for var in ["RESQLITE_CERTS_DIR", "RESQLITE_PG_CERT", "RESQLITE_PG_KEY"] {
+                command.env_remove(var);
+            }
         } else {
-            command.env("RESQLITE_CERTS_DIR", &certs_dir);
+            let (pg_cert, pg_key) = resqlite::certs::pg_server_paths(&certs_dir);
+            command
+                .env("RESQLITE_CERTS_DIR", &certs_dir)
+                .env("RESQLITE_PG_CERT", pg_cert)
+                .env("RESQLITE_PG_KEY", pg_key);
         }
         let child = command
             .arg("serve")
@@ -63,6 +69,10 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     wait_until_listening(&args.host, &members).await;
     print_connection_strings(&args.host, &members);
     if !args.no_tls {
+        println!(
+            "TLS for psql: add sslmode=verify-full sslrootcert={}",
+            resqlite::certs::ca_cert_path(&certs_dir).display()
+        );
         println!(
             "Nodes talk mutual TLS; for `resqlite status`, `node` and `check` run first:\n  export RESQLITE_CERTS_DIR={}",
             certs_dir.display()

@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
 
 fn run(cli: cli::Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     match cli.command {
-        cli::Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        cli::Command::Serve(args) => runtime.block_on(serve::serve(*args)),
         cli::Command::Cluster(args) => runtime.block_on(cluster::run(args)),
         cli::Command::Status(args) => runtime.block_on(admin_cli::status(args)),
         cli::Command::Node(args) => runtime.block_on(admin_cli::node(args)),

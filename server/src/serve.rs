@@ -9,6 +9,7 @@ use anyhow::Context;
 use resqlite::node::{
     AdminService, ClientCommandService, Node, NodeExecutor, PeerAddrs, TRANSFER_WAIT,
 };
+use resqlite::store::roles::{BootstrapSuperuser, RoleCache};
 use resqlite::store::{ReadPool, SqliteStateMachine};
 use resqlite_proto::client::admin_server::AdminServer;
 use resqlite_proto::client::client_server::ClientServer;
@@ -30,6 +31,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let db_path = args.data_dir.join("db.sqlite");
     let sm = SqliteStateMachine::open(&db_path)
         .with_context(|| format!("cannot open {}", db_path.display()))?;
+    let (auth, roles) = client_auth(&args, &sm)?;
+    let client_tls = client_tls(&args)?;
     let checks = sm.checks();
     let reads = ReadPool::open(&db_path, args.read_connections, sm.generation())
         .with_context(|| format!("cannot open read connections to {}", db_path.display()))?;
@@ -77,7 +80,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start Raft")?;
     let me = addrs.get(&args.id).cloned().expect("inserted above");
-    let node = Node::new(raft.clone(), reads, addrs, checks);
+    let node = Node::new(raft.clone(), reads, addrs, checks, roles);
 
     // The gRPC server keeps running during a SIGTERM hand-over (the new
     // leader must still reach this node), then stops with the rest.
@@ -114,6 +117,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(node = args.id, pg = %args.listen, grpc = %args.raft_listen, "node started");
     let options = resqlite_wire::WireOptions {
         server_version: resqlite::PG_VERSION.to_string(),
+        auth,
+        tls: client_tls,
         ..Default::default()
     };
     let wire = resqlite_wire::serve(listener, Arc::new(NodeExecutor(node.clone())), options);
@@ -160,15 +165,61 @@ fn refuse_open_ports_without_protection(args: &ServeArgs) -> anyhow::Result<()> 
             args.raft_listen
         );
     }
-    if !args.listen.ip().is_loopback() {
+    let passwords = args.password_file.is_some() || args.password.is_some();
+    if !passwords && !args.listen.ip().is_loopback() {
         anyhow::bail!(
-            "refusing to listen on {} for PostgreSQL clients: ReSQLite does not check \
-             passwords yet, so anyone who reaches the port could read and write. Listen on \
-             loopback, or pass --insecure on a network you trust",
+            "refusing to listen on {} for PostgreSQL clients without passwords: anyone who \
+             reaches the port could read and write. Give the superuser's password with \
+             --password-file (see docs/security.md), or pass --insecure on a network you trust",
             args.listen
         );
     }
     Ok(())
+}
+
+/// How PostgreSQL clients log in: SCRAM against the replicated roles (and
+/// the bootstrap superuser) when a password is configured, else trust.
+fn client_auth(
+    args: &ServeArgs,
+    sm: &SqliteStateMachine,
+) -> anyhow::Result<(resqlite_wire::Auth, RoleCache)> {
+    let password = match (&args.password_file, &args.password) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the password file {}", file.display()))?;
+            Some(text.trim_end_matches(['\r', '\n']).to_string())
+        }
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => None,
+    };
+    let Some(password) = password else {
+        return Ok((resqlite_wire::Auth::Trust, sm.roles()));
+    };
+    anyhow::ensure!(!password.is_empty(), "the superuser's password is empty");
+    let salt: [u8; 16] = rand::random();
+    let verifier = resqlite_wire::ScramVerifier::from_password(
+        &password,
+        &salt,
+        resqlite_wire::SCRAM_ITERATIONS,
+    );
+    let roles = sm.roles().with_bootstrap(Some(BootstrapSuperuser {
+        name: args.superuser.clone(),
+        verifier,
+    }));
+    Ok((resqlite_wire::Auth::Scram(Arc::new(roles.clone())), roles))
+}
+
+/// TLS for PostgreSQL clients, from --pg-cert and --pg-key.
+fn client_tls(args: &ServeArgs) -> anyhow::Result<Option<resqlite_wire::ClientTls>> {
+    let (Some(cert), Some(key)) = (&args.pg_cert, &args.pg_key) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let tls = resqlite_wire::ClientTls::from_pem(&read(cert)?, &read(key)?, args.pg_tls_required)
+        .map_err(|e| anyhow::anyhow!("--pg-cert/--pg-key: {e}"))?;
+    Ok(Some(tls))
 }
 
 /// Asks the cluster, through the member at `via`, to add this node and

@@ -26,7 +26,7 @@ const ELECTION: Duration = Duration::from_secs(15);
 
 /// A 3-node cluster whose nodes run with mutual TLS from `certs`.
 fn tls_cluster(certs: &Path) -> SqlCluster {
-    certs::ensure_local_cluster(certs, 3).expect("certificates");
+    certs::ensure_local_cluster(certs, 3, "127.0.0.1").expect("certificates");
     let mut c = SqlCluster::prepare(BIN, 3).expect("prepare");
     c.set_extra_args(vec!["--certs-dir".to_string(), certs.display().to_string()]);
     c.start_all().expect("start");
@@ -93,7 +93,7 @@ async fn only_certificates_of_the_cluster_reach_the_grpc_port() {
     let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
     let c = tls_cluster(&ours);
     // Another CA, with certificates named exactly like ours.
-    certs::ensure_local_cluster(&theirs, 3).unwrap();
+    certs::ensure_local_cluster(&theirs, 3, "127.0.0.1").unwrap();
     // A certificate of our CA that is neither an operator nor a node.
     certs::issue_other(&ours, "someone", vec!["someone.resqlite".into()]).unwrap();
     let admin_files = certs::admin_files(&ours).unwrap();
@@ -342,7 +342,7 @@ async fn a_node_without_the_clusters_certificate_cannot_join() {
     let dir = tempfile::tempdir().unwrap();
     let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
     let c = tls_cluster(&ours);
-    certs::ensure_local_cluster(&theirs, 4).unwrap();
+    certs::ensure_local_cluster(&theirs, 4, "127.0.0.1").unwrap();
     let admin_files = certs::admin_files(&ours).unwrap();
     c.wait_for_leader(ELECTION).await.expect("a leader");
     let via = c.grpc_addr(1);

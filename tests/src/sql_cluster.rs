@@ -50,6 +50,8 @@ pub struct SqlCluster {
     nodes: BTreeMap<NodeId, SqlNode>,
     /// Flags given to every node after the ones the cluster sets.
     extra_args: Vec<String>,
+    /// Appended to the conninfo of [`SqlCluster::connect`] (a password).
+    conninfo_extra: String,
 }
 
 impl SqlCluster {
@@ -85,6 +87,7 @@ impl SqlCluster {
             dir,
             nodes,
             extra_args: Vec::new(),
+            conninfo_extra: String::new(),
         })
     }
 
@@ -110,6 +113,12 @@ impl SqlCluster {
     /// `--snapshot-entries 50`) after the flags the cluster sets.
     pub fn set_extra_args(&mut self, args: Vec<String>) {
         self.extra_args = args;
+    }
+
+    /// Appends `extra` (e.g. `password=secret`) to the conninfo of every
+    /// later [`SqlCluster::connect`].
+    pub fn set_conninfo_extra(&mut self, extra: &str) {
+        self.conninfo_extra = extra.to_string();
     }
 
     /// From its next start on, node `id` enters the cluster as `join` says
@@ -310,8 +319,8 @@ impl SqlCluster {
     /// A PostgreSQL connection to node `id`.
     pub async fn connect(&self, id: NodeId) -> anyhow::Result<Client> {
         let conninfo = format!(
-            "host=127.0.0.1 port={} user=resqlite connect_timeout=2",
-            self.nodes[&id].pg_port
+            "host=127.0.0.1 port={} user=resqlite connect_timeout=2 {}",
+            self.nodes[&id].pg_port, self.conninfo_extra
         );
         let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
         tokio::spawn(async move {

@@ -7,6 +7,7 @@ mod admin_service;
 mod check;
 mod client_service;
 mod membership;
+mod roles;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use membership::{AddNode, MemberView};
 
 use crate::sql::{self, sqlstate, Class};
 use crate::store::check::CheckLog;
+use crate::store::roles::RoleCache;
 use crate::store::{self, ReadPool, SqliteStateMachine};
 
 /// How to reach another node.
@@ -44,6 +46,8 @@ pub struct Node {
     classes: sql::ClassifyCache,
     /// What the state machine learned from consistency checks.
     checks: CheckLog,
+    /// The roles as this node applied them, and the bootstrap superuser.
+    roles: RoleCache,
 }
 
 /// Statement texts whose class a node remembers.
@@ -59,6 +63,7 @@ impl Node {
         reads: ReadPool,
         configured: BTreeMap<NodeId, PeerAddrs>,
         checks: CheckLog,
+        roles: RoleCache,
     ) -> Arc<Self> {
         Arc::new(Node {
             raft,
@@ -66,6 +71,7 @@ impl Node {
             configured,
             classes: sql::ClassifyCache::new(CLASSIFY_CACHE_SIZE),
             checks,
+            roles,
         })
     }
 
@@ -139,6 +145,9 @@ impl Node {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Outcome, SqlError> {
+        if let Some(statement) = sql::roles::parse(sql) {
+            return self.change_roles(session, statement?).await;
+        }
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         let classified = self.classes.classify(sql)?;
         match classified.class {
@@ -195,6 +204,14 @@ impl Node {
 
     /// Parameter and result types of a statement, for Parse/Describe.
     pub async fn describe_statement(&self, sql: &str) -> Result<Description, SqlError> {
+        if let Some(statement) = sql::roles::parse(sql) {
+            // No parameters, no rows.
+            statement?;
+            return Ok(Description {
+                params: Vec::new(),
+                columns: Vec::new(),
+            });
+        }
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         self.classes.classify(sql)?;
         let text = sql.to_string();

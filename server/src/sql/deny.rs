@@ -109,6 +109,29 @@ pub const INTERNAL_TABLE_PREFIX: &str = "_resqlite";
 
 const LAYOUT: &str = "it reflects each node's page layout, which differs between nodes";
 
+/// Tables no statement may read (writes may not touch any `_resqlite`
+/// table, see [`DENIED_TABLES_IN_WRITES`]).
+pub const DENIED_TABLES_IN_READS: &[DeniedTable] = &[DeniedTable {
+    name: "_resqlite_roles",
+    prefix: false,
+    why: "it holds the roles' password verifiers",
+}];
+
+/// Why no statement may read table `name`, if so.
+pub fn denied_table_in_read(name: &str) -> Option<&'static str> {
+    DENIED_TABLES_IN_READS
+        .iter()
+        .find(|t| {
+            if t.prefix {
+                name.len() >= t.name.len()
+                    && name.as_bytes()[..t.name.len()].eq_ignore_ascii_case(t.name.as_bytes())
+            } else {
+                name.eq_ignore_ascii_case(t.name)
+            }
+        })
+        .map(|t| t.why)
+}
+
 /// Tables a write may neither read nor change. (Reads may look at them:
 /// they are the node's own business.)
 pub const DENIED_TABLES_IN_WRITES: &[DeniedTable] = &[

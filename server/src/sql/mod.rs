@@ -10,6 +10,7 @@ pub mod params;
 pub mod pg_syntax;
 mod pragma;
 pub mod result_types;
+pub mod roles;
 pub use pragma::pragma_allowed_in_reads;
 pub mod split;
 pub mod sqlstate;

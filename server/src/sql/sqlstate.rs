@@ -42,3 +42,9 @@ pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
 pub const UNDEFINED_PARAMETER: &str = "42P02";
 /// An expression nests too deeply to be handled safely.
 pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+/// A role (or other non-table object) that already exists.
+pub const DUPLICATE_ROLE: &str = "42710";
+/// A role (or other object) that does not exist.
+pub const UNDEFINED_OBJECT: &str = "42704";
+/// The password given is not one ReSQLite can store (e.g. MD5).
+pub const INVALID_PASSWORD: &str = "28P01";

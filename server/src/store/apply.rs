@@ -21,6 +21,7 @@ use super::errors::node_local_failure;
 use super::exec::bind;
 use super::guard::guard_apply_connection;
 use super::log_command::{self, LogCommand};
+use super::roles::{self, RoleCache};
 use super::snapshot;
 use super::values::from_proto;
 use super::write_run::{run_write, WriteError};
@@ -43,6 +44,11 @@ pub struct SqliteStateMachine {
     halted: Option<String>,
     /// This node's consistency-check hashes (`resqlite check`).
     checks: CheckLog,
+    /// The roles as of `applied`, for the front end.
+    roles: RoleCache,
+    /// A role change was applied in the current batch: reload `roles`
+    /// once it commits.
+    roles_changed: std::cell::Cell<bool>,
 }
 
 /// The writer connection, its authorizer switch and the applied index it
@@ -65,6 +71,8 @@ impl SqliteStateMachine {
             )
         })?;
         let w = open_writer(path)?;
+        let roles = RoleCache::default();
+        roles.replace(roles::load_all(&w.conn)?);
         Ok(SqliteStateMachine {
             conn: w.conn,
             internal: w.internal,
@@ -73,7 +81,24 @@ impl SqliteStateMachine {
             generation: DbGeneration::default(),
             halted: None,
             checks: CheckLog::default(),
+            roles,
+            roles_changed: std::cell::Cell::new(false),
         })
+    }
+
+    /// The roles clients log in as, kept current by this state machine.
+    pub fn roles(&self) -> RoleCache {
+        self.roles.clone()
+    }
+
+    /// Reloads the roles from the database (after a commit that changed
+    /// them, or a restore).
+    fn reload_roles(&self) -> rusqlite::Result<()> {
+        self.internal.store(true, Ordering::Relaxed);
+        let loaded = roles::load_all(&self.conn);
+        self.internal.store(false, Ordering::Relaxed);
+        self.roles.replace(loaded?);
+        Ok(())
     }
 
     /// This node's consistency-check results, for its status.
@@ -106,6 +131,7 @@ impl SqliteStateMachine {
         self.conn = w.conn;
         self.internal = w.internal;
         self.applied = w.applied;
+        self.reload_roles()?;
         Ok(())
     }
 
@@ -159,6 +185,16 @@ impl SqliteStateMachine {
                 return check::apply_entry(&self.checks, &self.conn, &self.internal, index, c)
                     .map(Ok)
                     .map_err(|e| halt("hashing the database for a consistency check", &e).into())
+            }
+            Ok(LogCommand::Role(change)) => {
+                self.internal.store(true, Ordering::Relaxed);
+                let result = roles::apply_change(&self.conn, &change);
+                self.internal.store(false, Ordering::Relaxed);
+                let outcome = result.map_err(|e| halt("changing a role", &e))?;
+                if outcome.is_ok() {
+                    self.roles_changed.set(true);
+                }
+                return Ok(outcome);
             }
             // The same bytes fail the same way on every node.
             Err(e) => {
@@ -246,6 +282,10 @@ impl SqliteStateMachine {
             match self.apply_in_transaction(entries, wanted, &lost) {
                 Ok(outputs) => {
                     self.applied = entries.last().map_or(self.applied, |e| e.index);
+                    if self.roles_changed.replace(false) {
+                        self.reload_roles()
+                            .map_err(|e| halt("reloading the roles", &e))?;
+                    }
                     return Ok(outputs);
                 }
                 // The statement's own error, the same on every node, but
@@ -254,8 +294,10 @@ impl SqliteStateMachine {
                 // every round adds one entry to `lost`.
                 Err((at, BatchAbort::TransactionLost(e))) => {
                     lost.insert(at, e);
+                    self.roles_changed.set(false);
                 }
                 Err((_, BatchAbort::Halt(h))) => {
+                    self.roles_changed.set(false);
                     // Nothing of the batch may stay: the applied index must
                     // never move past effects this node does not hold.
                     // SQLite may already have rolled back by itself.

@@ -125,14 +125,16 @@ pub fn database_hash(conn: &Connection) -> rusqlite::Result<DbHash> {
     Ok(h.finish())
 }
 
-/// Whether `name` is ReSQLite's or SQLite's own object rather than the
-/// user's. SQLite names are case-insensitive, so is this.
+/// Whether `name` is ReSQLite's or SQLite's own object rather than
+/// replicated data. SQLite names are case-insensitive, so is this. The
+/// roles are ReSQLite's own but replicated: they are hashed.
 fn internal(name: &str) -> bool {
     let starts = |prefix: &str| {
         name.len() >= prefix.len()
             && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
     };
-    starts(INTERNAL_TABLE_PREFIX) || starts("sqlite_")
+    let replicated = name.eq_ignore_ascii_case(super::roles::ROLES_TABLE);
+    !replicated && (starts(INTERNAL_TABLE_PREFIX) || starts("sqlite_"))
 }
 
 /// The user's tables whose rows are hashed, by name: ordinary tables and

@@ -118,6 +118,9 @@ pub fn guard_read_connection(conn: &mut Connection) -> rusqlite::Result<()> {
         {
             Authorization::Deny
         }
+        AuthAction::Read { table_name, .. } if deny::denied_table_in_read(table_name).is_some() => {
+            Authorization::Deny
+        }
         _ => Authorization::Allow,
     }))
 }

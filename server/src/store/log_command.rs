@@ -21,6 +21,8 @@ pub enum LogCommand {
     Write(WriteStatement),
     /// A consistency check or its verdict (see [`super::check`]).
     Check(CheckEntry),
+    /// CREATE, ALTER or DROP ROLE (see [`super::roles`]).
+    Role(proto::RoleChange),
 }
 
 /// The entries of `resqlite check`.
@@ -59,6 +61,7 @@ pub fn decode(payload: &[u8]) -> Result<LogCommand, DecodeError> {
     match proto::LogCommand::decode(payload)?.kind {
         None => Ok(LogCommand::Write(WriteStatement::decode(payload)?)),
         Some(Kind::Check(proto::ConsistencyCheck {})) => Ok(LogCommand::Check(CheckEntry::Run)),
+        Some(Kind::Role(change)) => Ok(LogCommand::Role(change)),
         Some(Kind::Verdict(v)) => {
             let hash =
                 <[u8; 32]>::try_from(v.hash.as_ref()).map_err(|_| DecodeError::HashLength {
@@ -77,6 +80,15 @@ pub fn decode(payload: &[u8]) -> Result<LogCommand, DecodeError> {
 pub fn encode_check() -> Bytes {
     proto::LogCommand {
         kind: Some(Kind::Check(proto::ConsistencyCheck {})),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// The payload of a role change.
+pub fn encode_role(change: proto::RoleChange) -> Bytes {
+    proto::LogCommand {
+        kind: Some(Kind::Role(change)),
     }
     .encode_to_vec()
     .into()
