@@ -93,6 +93,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(node = args.id, pg = %args.listen, grpc = %args.raft_listen, "node started");
     let options = resqlite_wire::WireOptions {
         server_version: resqlite::PG_VERSION.to_string(),
+        max_connections: args.max_connections,
         ..Default::default()
     };
     let wire = resqlite_wire::serve(listener, Arc::new(NodeExecutor(node.clone())), options);

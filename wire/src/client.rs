@@ -13,6 +13,7 @@ use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, ProtocolVersion};
 use pgwire::tokio::server::MaybeTls;
+use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::codec::{Inbound, WireCodec};
@@ -30,6 +31,17 @@ impl Conn {
     /// The next thing the client sent; None once it hung up.
     pub(crate) async fn next(&mut self) -> Option<io::Result<Inbound>> {
         self.framed.next().await
+    }
+
+    /// The client's TCP socket, watched for the client hanging up while a
+    /// statement runs.
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match self.framed.get_ref() {
+            MaybeTls::Plain(stream) => Some(stream),
+            // A Unix socket (and, once there is TLS, a TLS stream, whose
+            // TCP socket it should return) is not watched.
+            _ => None,
+        }
     }
 
     fn info(&self) -> &pgwire::api::DefaultClient<()> {

@@ -6,6 +6,7 @@
 //! cancel requests, and the session commands (`SET`, `SHOW`, `RESET`) that
 //! drivers send, answered here.
 
+mod admission;
 mod client;
 mod codec;
 mod connection;
@@ -13,8 +14,10 @@ mod errors;
 mod executor;
 mod extended;
 mod guard;
+mod interrupt;
 mod large_statement;
 mod options;
+mod rows;
 mod server;
 mod session;
 mod simple;
@@ -24,5 +27,9 @@ mod types;
 pub use executor::{
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
-pub use options::{Auth, WireOptions, MAX_STATEMENT_BYTES};
+pub use options::{Auth, WireOptions, DEFAULT_MAX_CONNECTIONS, MAX_STATEMENT_BYTES};
+pub use rows::{
+    row_channel, Chunk, Reply, RowBatch, RowSender, RowStream, Stopped, BATCH_BYTES,
+    CONTENDED_STALL_LIMIT, QUEUED_BATCHES, STALLED_CLIENT_LIMIT,
+};
 pub use server::serve;

@@ -12,6 +12,10 @@
 /// (see `server/tests/big_statements.rs`).
 pub const MAX_STATEMENT_BYTES: usize = 8 << 20;
 
+/// Connections served at once by default, as PostgreSQL's
+/// `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+
 /// How clients prove who they are at startup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -38,6 +42,12 @@ pub struct WireOptions {
     pub max_query_bytes: usize,
     /// How clients authenticate.
     pub auth: Auth,
+    /// Client connections served at once ([`DEFAULT_MAX_CONNECTIONS`] by
+    /// default). The next one is refused with FATAL 53300 ("sorry, too
+    /// many clients already"); beyond twice as many sockets (see
+    /// `crate::admission`) they are closed at once without a word, so the
+    /// process never runs out of file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for WireOptions {
@@ -46,6 +56,7 @@ impl Default for WireOptions {
             server_version: "16.0".to_string(),
             max_query_bytes: MAX_STATEMENT_BYTES,
             auth: Auth::Trust,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

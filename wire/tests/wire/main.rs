@@ -3,5 +3,6 @@
 
 mod driver;
 mod fake;
+mod limits;
 mod protocol;
 mod raw;
