@@ -288,6 +288,13 @@ pub struct ServeArgs {
     /// Read-only SQLite connections for reads.
     #[arg(long, env = "RESQLITE_READ_CONNECTIONS", default_value_t = 8)]
     pub read_connections: usize,
+    /// PostgreSQL client connections served at once; the next is refused
+    /// with 53300 "sorry, too many clients already", and sockets beyond
+    /// twice as many (at least 16 more) are closed unread.
+    #[arg(long, env = "RESQLITE_MAX_CONNECTIONS",
+          default_value_t = resqlite_wire::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
     /// Snapshot the database and compact the Raft log after this many
     /// entries applied since the last snapshot.
     #[arg(long, env = "RESQLITE_SNAPSHOT_ENTRIES", default_value_t = 10_000,

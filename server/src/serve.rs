@@ -119,6 +119,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server_version: resqlite::PG_VERSION.to_string(),
         auth,
         tls: client_tls,
+        max_connections: args.max_connections,
         ..Default::default()
     };
     let wire = resqlite_wire::serve(listener, Arc::new(NodeExecutor(node.clone())), options);

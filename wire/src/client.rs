@@ -14,6 +14,7 @@ use pgwire::messages::startup::SecretKey;
 use pgwire::messages::{PgWireBackendMessage, ProtocolVersion};
 use pgwire::tokio::server::MaybeTls;
 use pgwire::tokio::tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::codec::{Inbound, WireCodec};
@@ -31,6 +32,20 @@ impl Conn {
     /// The next thing the client sent; None once it hung up.
     pub(crate) async fn next(&mut self) -> Option<io::Result<Inbound>> {
         self.framed.next().await
+    }
+
+    /// The client's TCP socket, watched for the client hanging up while a
+    /// statement runs.
+    pub(crate) fn tcp(&self) -> Option<&TcpStream> {
+        match self.framed.get_ref() {
+            MaybeTls::Plain(stream) => Some(stream),
+            // The hang-up watch looks at the TCP socket's FIN only, which
+            // TLS records above it do not hide.
+            MaybeTls::Tls(stream) => Some(stream.get_ref().0),
+            // A Unix socket is not watched.
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
     }
 
     fn info(&self) -> &pgwire::api::DefaultClient<()> {

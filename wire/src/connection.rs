@@ -20,9 +20,11 @@ use tokio_util::codec::{Framed, FramedParts};
 use crate::client::Conn;
 use crate::codec::{statement_too_large, Inbound, WireCodec};
 use crate::errors::{error_info, protocol_violation};
-use crate::executor::{Executor, Outcome, SqlError, Value};
+use crate::executor::{Executor, SqlError, Value};
 use crate::extended::{Portal, Prepared};
+use crate::interrupt::Interrupts;
 use crate::large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
+use crate::rows::{Reply, RowStream};
 use crate::server::Shared;
 use crate::session::{self, Settings};
 
@@ -49,8 +51,13 @@ impl From<io::Error> for Failure {
     }
 }
 
-/// Serves one accepted socket until the client leaves.
-pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) -> io::Result<()> {
+/// Serves one accepted socket until the client leaves. A socket that is
+/// not `admitted` (too many clients) is told so after its startup packet.
+pub(crate) async fn run<E: Executor>(
+    socket: TcpStream,
+    shared: Arc<Shared<E>>,
+    admitted: bool,
+) -> io::Result<()> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     // With TLS configured an SSLRequest gets 'S' and the handshake; else
     // 'N'. GSSENCRequest always gets 'N'.
@@ -85,6 +92,9 @@ pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) 
                 shared.cancels.cancel(cancel.pid, &cancel.secret_key).await;
                 return Ok(());
             }
+            Inbound::Message(PgWireFrontendMessage::Startup(_)) if !admitted => {
+                return send_fatal(&mut conn, &too_many_clients()).await;
+            }
             Inbound::Message(message) => {
                 if let Err(e) = shared.startup.on_message(&mut conn, message).await {
                     return send_fatal(&mut conn, &e).await;
@@ -118,6 +128,10 @@ pub(crate) async fn run<E: Executor>(socket: TcpStream, shared: Arc<Shared<E>>) 
     }
     .serve()
     .await
+}
+
+fn too_many_clients() -> SqlError {
+    SqlError::new("53300", "sorry, too many clients already")
 }
 
 async fn send_fatal(conn: &mut Conn, error: &SqlError) -> io::Result<()> {
@@ -230,14 +244,16 @@ impl<E: Executor> Connection<E> {
     }
 
     /// Runs one statement: a session command here, anything else on the
-    /// executor, cancellable and with panics caught.
+    /// executor, interruptible (see [`Interrupts`]) and with panics caught.
+    /// The result comes back as a stream of rows, whatever its size.
     pub(crate) async fn run_statement(
         &mut self,
         sql: &str,
         command: Option<&session::Command>,
         params: Vec<Value>,
-    ) -> Result<Outcome, Failure> {
-        let outcome = match command {
+        interrupts: &mut Interrupts,
+    ) -> Result<RowStream, Failure> {
+        let reply = match command {
             Some(command) => {
                 let role = self.executor.role();
                 let reply = self.settings.run(command, &role)?;
@@ -247,7 +263,7 @@ impl<E: Executor> Connection<E> {
                     )))
                     .await?;
                 }
-                reply.outcome
+                Reply::Done(reply.outcome)
             }
             None => {
                 let bytes = statement_bytes(sql, &params);
@@ -255,20 +271,28 @@ impl<E: Executor> Connection<E> {
                     return Err(statement_too_large(bytes, self.max_statement_bytes).into());
                 }
                 let session = self.settings.session();
+                let socket = self.conn.tcp();
                 if bytes >= LARGE_STATEMENT_BYTES {
                     let executor = Arc::clone(&self.executor);
                     let sql = sql.to_string();
                     let make =
                         move || async move { executor.execute(&session, &sql, params).await };
-                    self.large.call(make, self.cancel.clone()).await?
+                    interrupts.race(socket, self.large.call(make)).await?
                 } else {
                     let execute = self.executor.execute(&session, sql, params);
-                    crate::guard::call(execute, self.cancel.as_deref()).await?
+                    interrupts.race(socket, execute).await?
                 }
             }
         };
-        self.track_transaction(&outcome.tag, sql);
-        Ok(outcome)
+        if let Reply::Done(outcome) = &reply {
+            self.track_transaction(&outcome.tag, sql);
+        }
+        Ok(reply.into())
+    }
+
+    /// Watches the next statement for a cancel, its timeout and a hangup.
+    pub(crate) async fn interrupts(&self) -> Interrupts {
+        Interrupts::start(self.cancel.as_deref(), self.settings.statement_timeout()).await
     }
 
     /// Follows BEGIN/COMMIT/ROLLBACK by their tags, for ReadyForQuery. An

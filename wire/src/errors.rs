@@ -19,6 +19,11 @@ pub(crate) fn query_canceled() -> SqlError {
     SqlError::new("57014", "canceling statement due to user request")
 }
 
+/// 57014: the statement ran longer than the session's `statement_timeout`.
+pub(crate) fn statement_timeout() -> SqlError {
+    SqlError::new("57014", "canceling statement due to statement timeout")
+}
+
 /// XX000: a bug on our side; the connection stays usable.
 pub(crate) fn internal(message: impl Into<String>) -> SqlError {
     SqlError::new("XX000", message)

@@ -118,13 +118,20 @@ pub trait Executor: Send + Sync + 'static {
     fn describe(&self, sql: &str) -> impl Future<Output = Result<Description, SqlError>> + Send;
 
     /// Runs one statement with its bound parameters, after classification,
-    /// routing and (for writes) commit through Raft.
+    /// routing and (for writes) commit through Raft. A result of more
+    /// than a batch comes as a [`crate::RowStream`] (see
+    /// [`crate::row_channel`]), never collected whole.
+    ///
+    /// The front end drops the future, or the stream it returned, when the
+    /// client cancels, its `statement_timeout` expires or it hangs up: the
+    /// executor stops the statement's work then (a read is interrupted
+    /// inside SQLite).
     fn execute(
         &self,
         session: &Session,
         sql: &str,
         params: Vec<Value>,
-    ) -> impl Future<Output = Result<Outcome, SqlError>> + Send;
+    ) -> impl Future<Output = Result<crate::Reply, SqlError>> + Send;
 
     /// This node's current role.
     fn role(&self) -> NodeRole;

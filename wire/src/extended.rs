@@ -6,7 +6,10 @@
 //! from ParameterDescription. Execute then encodes every row as Describe
 //! announced it, whatever types the executor's outcome carries.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use futures::SinkExt;
 
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
@@ -20,6 +23,7 @@ use crate::connection::{Connection, Failure};
 use crate::errors::protocol_violation;
 use crate::executor::{Column, Executor, SqlError, Value};
 use crate::large_statement::LARGE_STATEMENT_BYTES;
+use crate::rows::{Chunk, RowStream};
 use crate::session;
 use crate::types::{data_row, decode_param, formats, row_description, type_oid, Format};
 
@@ -57,10 +61,11 @@ pub(crate) struct Portal {
 enum PortalState {
     /// Bound, not run yet.
     Bound(Vec<Value>),
-    /// Run; rows not yet sent wait here between Executes with a row limit.
+    /// Run; rows not yet sent wait here between Executes with a row limit:
+    /// `pending` holds the rest of the batch last taken from `rows`.
     Running {
-        rows: std::vec::IntoIter<Vec<Value>>,
-        tag: String,
+        rows: RowStream,
+        pending: VecDeque<Vec<Value>>,
     },
     /// All rows sent.
     Done { tag: String },
@@ -115,13 +120,17 @@ impl<E: Executor> Connection<E> {
                 param_types: Vec::new(),
             }
         } else {
+            let mut interrupts = self.interrupts().await;
+            let socket = self.conn.tcp();
             let description = if query.len() >= LARGE_STATEMENT_BYTES {
                 let executor = Arc::clone(&self.executor);
                 let sql = query.clone();
                 let make = move || async move { executor.describe(&sql).await };
-                self.large.call(make, self.cancel.clone()).await?
+                interrupts.race(socket, self.large.call(make)).await?
             } else {
-                crate::guard::call(self.executor.describe(&query), self.cancel.as_deref()).await?
+                interrupts
+                    .race(socket, self.executor.describe(&query))
+                    .await?
             };
             if given.len() > description.params.len() {
                 return Err(too_many_types(given.len(), description.params.len()).into());
@@ -235,15 +244,18 @@ impl<E: Executor> Connection<E> {
     pub(crate) async fn on_execute(&mut self, execute: Execute) -> Result<(), Failure> {
         let name = name_of(execute.name);
         // Out of the map while it runs; an error leaves it out, as a failed
-        // portal cannot be run again.
+        // portal cannot be run again (and its rows, if any, are dropped,
+        // which stops their statement).
         let mut portal = self
             .portals
             .remove(&name)
             .ok_or_else(|| portal_missing(&name))?;
         let statement = Arc::clone(&portal.statement);
+        // Each Execute has its own statement_timeout.
+        let mut interrupts = self.interrupts().await;
         if let PortalState::Bound(params) = &mut portal.state {
             let params = std::mem::take(params);
-            let outcome = match &statement.kind {
+            let rows = match &statement.kind {
                 Kind::Empty => {
                     self.feed(PgWireBackendMessage::EmptyQueryResponse(
                         EmptyQueryResponse::new(),
@@ -253,14 +265,17 @@ impl<E: Executor> Connection<E> {
                     return Ok(());
                 }
                 Kind::Session(command) => {
-                    self.run_statement(&statement.sql, Some(command), params)
+                    self.run_statement(&statement.sql, Some(command), params, &mut interrupts)
                         .await?
                 }
-                Kind::Sql => self.run_statement(&statement.sql, None, params).await?,
+                Kind::Sql => {
+                    self.run_statement(&statement.sql, None, params, &mut interrupts)
+                        .await?
+                }
             };
             portal.state = PortalState::Running {
-                rows: outcome.rows.into_iter(),
-                tag: outcome.tag,
+                rows,
+                pending: VecDeque::new(),
             };
         }
         let limit = usize::try_from(execute.max_rows)
@@ -268,21 +283,44 @@ impl<E: Executor> Connection<E> {
             .filter(|n| *n > 0)
             .unwrap_or(usize::MAX);
         match &mut portal.state {
-            PortalState::Running { rows, tag } => {
-                for row in rows.by_ref().take(limit) {
-                    let row = data_row(&statement.columns, &portal.formats, &row)?;
-                    self.feed(PgWireBackendMessage::DataRow(row)).await?;
-                }
-                if rows.len() > 0 {
-                    self.feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+            PortalState::Running { rows, pending } => {
+                let mut sent = 0usize;
+                let finished = loop {
+                    while sent < limit {
+                        let Some(row) = pending.pop_front() else {
+                            break;
+                        };
+                        let row = data_row(&statement.columns, &portal.formats, &row)?;
+                        self.feed(PgWireBackendMessage::DataRow(row)).await?;
+                        sent += 1;
+                    }
+                    if !pending.is_empty() {
+                        break None;
+                    }
+                    // Take the next batch, also after exactly `limit` rows:
+                    // PortalSuspended is sent only when rows remain.
+                    match interrupts.race(self.conn.tcp(), rows.next()).await? {
+                        Chunk::Rows(batch) => {
+                            pending.extend(batch);
+                            if rows.is_live() && sent > 0 {
+                                self.conn.flush().await?;
+                            }
+                        }
+                        Chunk::Done(tag) => break Some(tag),
+                    }
+                };
+                match finished {
+                    None => {
+                        self.feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                            .await?;
+                    }
+                    Some(tag) => {
+                        self.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                            tag.clone(),
+                        )))
                         .await?;
-                } else {
-                    let tag = std::mem::take(tag);
-                    self.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
-                        tag.clone(),
-                    )))
-                    .await?;
-                    portal.state = PortalState::Done { tag };
+                        portal.state = PortalState::Done { tag };
+                    }
                 }
             }
             // Executing a finished portal again completes it again.

@@ -1,37 +1,22 @@
-//! Runs executor calls so that a cancel request or a panic ends only the
-//! statement, never the connection or the server.
+//! Runs executor calls so that a panic ends only the statement, never the
+//! connection or the server.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use futures::FutureExt;
-use pgwire::api::ConnectionHandle;
-
-use crate::errors::{internal, query_canceled};
+use crate::errors::internal;
 use crate::executor::SqlError;
+use futures::FutureExt;
 
-/// Awaits `call` until it finishes, the client's CancelRequest arrives
-/// (57014; `call` is dropped, which the executor turns into interrupting
-/// SQLite) or it panics (XX000).
-pub(crate) async fn call<T>(
+/// Awaits `call`, turning a panic into XX000. What interrupts a call
+/// (cancel, timeout, hangup) is in [`crate::interrupt`].
+pub(crate) async fn catch<T>(
     call: impl Future<Output = Result<T, SqlError>>,
-    cancel: Option<&ConnectionHandle>,
 ) -> Result<T, SqlError> {
-    let call = AssertUnwindSafe(call).catch_unwind();
-    let result = match cancel {
-        Some(handle) => {
-            let cancelled = handle.start_query().await;
-            tokio::select! {
-                biased;
-                result = call => result,
-                // A dropped sender is not a cancel: that branch is then
-                // disabled and the call runs to its end.
-                Ok(()) = cancelled => return Err(query_canceled()),
-            }
-        }
-        None => call.await,
-    };
-    result.unwrap_or_else(|panic| Err(panicked(&*panic)))
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(panicked(&*panic)))
 }
 
 /// Runs a synchronous executor call, turning a panic into XX000.
@@ -54,11 +39,10 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> SqlError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn a_panic_becomes_an_internal_error() {
-        let err = call(async { panic!("boom") as Result<(), SqlError> }, None)
+        let err = catch(async { panic!("boom") as Result<(), SqlError> })
             .await
             .unwrap_err();
         assert_eq!(err.sqlstate, "XX000");
@@ -68,35 +52,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancel_drops_the_call() {
-        let handle = Arc::new(ConnectionHandle::new());
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let h = handle.clone();
-        let task = tokio::spawn(async move {
-            call(
-                async move {
-                    let _ = started_tx.send(());
-                    futures::future::pending::<Result<(), SqlError>>().await
-                },
-                Some(&h),
-            )
-            .await
-        });
-        started_rx.await.unwrap();
-        assert!(handle.cancel().await);
-        assert_eq!(task.await.unwrap().unwrap_err().sqlstate, "57014");
-    }
-
-    #[tokio::test]
     async fn results_pass_through() {
-        let handle = ConnectionHandle::new();
-        assert_eq!(call(async { Ok(5) }, Some(&handle)).await.unwrap(), 5);
-        let err = call(
-            async { Err::<(), _>(SqlError::new("42601", "bad")) },
-            Some(&handle),
-        )
-        .await
-        .unwrap_err();
+        assert_eq!(catch(async { Ok(5) }).await.unwrap(), 5);
+        let err = catch(async { Err::<(), _>(SqlError::new("42601", "bad")) })
+            .await
+            .unwrap_err();
         assert_eq!(err.sqlstate, "42601");
     }
 }

@@ -18,8 +18,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use pgwire::api::ConnectionHandle;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::errors::internal;
 use crate::executor::SqlError;
@@ -52,21 +51,34 @@ impl LargeStatements {
         self.run(move || crate::guard::call_sync(call)).await
     }
 
-    /// Awaits the future `make` builds on a blocking thread, cancellable
-    /// and with panics caught as [`crate::guard::call`] does. `make` owns
-    /// what the executor's call borrows.
+    /// Awaits the future `make` builds on a blocking thread, with panics
+    /// caught as [`crate::guard::catch`] does. `make` owns what the
+    /// executor's call borrows. Dropping the returned future (a cancel, a
+    /// timeout, a hangup) drops the call on its thread too.
     pub(crate) async fn call<T, F>(
         &self,
         make: impl FnOnce() -> F + Send + 'static,
-        cancel: Option<Arc<ConnectionHandle>>,
     ) -> Result<T, SqlError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, SqlError>>,
     {
         let runtime = tokio::runtime::Handle::current();
-        self.run(move || runtime.block_on(crate::guard::call(make(), cancel.as_deref())))
-            .await
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let result = self
+            .run(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        biased;
+                        result = crate::guard::catch(make()) => result,
+                        // Our caller went away; nobody reads this.
+                        _ = stop_rx => Err(internal("the statement's caller went away")),
+                    }
+                })
+            })
+            .await;
+        drop(stop_tx);
+        result
     }
 
     async fn run<T: Send + 'static>(
@@ -115,10 +127,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.sqlstate, "XX000");
         let err = large
-            .call(
-                || async { Err::<(), _>(SqlError::new("42601", "bad")) },
-                None,
-            )
+            .call(|| async { Err::<(), _>(SqlError::new("42601", "bad")) })
             .await
             .unwrap_err();
         assert_eq!(err.sqlstate, "42601");
@@ -133,15 +142,12 @@ mod tests {
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let call = tokio::spawn(async move {
             large
-                .call(
-                    move || async move {
-                        // Blocks its thread as a long parse would.
-                        started_tx.send(()).unwrap();
-                        release_rx.recv().unwrap();
-                        Ok(1)
-                    },
-                    None,
-                )
+                .call(move || async move {
+                    // Blocks its thread as a long parse would.
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    Ok(1)
+                })
                 .await
         });
         tokio::task::spawn_blocking(move || started_rx.recv().unwrap())

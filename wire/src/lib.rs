@@ -6,6 +6,7 @@
 //! cancel requests, and the session commands (`SET`, `SHOW`, `RESET`) that
 //! drivers send, answered here.
 
+mod admission;
 mod auth;
 mod client;
 mod codec;
@@ -14,8 +15,10 @@ mod errors;
 mod executor;
 mod extended;
 mod guard;
+mod interrupt;
 mod large_statement;
 mod options;
+mod rows;
 mod server;
 mod session;
 mod simple;
@@ -26,5 +29,9 @@ pub use auth::{Roles, ScramVerifier, SCRAM_ITERATIONS};
 pub use executor::{
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
-pub use options::{Auth, ClientTls, WireOptions, MAX_STATEMENT_BYTES};
+pub use options::{Auth, ClientTls, WireOptions, DEFAULT_MAX_CONNECTIONS, MAX_STATEMENT_BYTES};
+pub use rows::{
+    row_channel, Chunk, Reply, RowBatch, RowSender, RowStream, Stopped, BATCH_BYTES,
+    CONTENDED_STALL_LIMIT, QUEUED_BATCHES, STALLED_CLIENT_LIMIT,
+};
 pub use server::serve;

@@ -22,6 +22,10 @@ use crate::auth::Roles;
 /// (see `server/tests/big_statements.rs`).
 pub const MAX_STATEMENT_BYTES: usize = 8 << 20;
 
+/// Connections served at once by default, as PostgreSQL's
+/// `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+
 /// How clients prove who they are at startup.
 #[derive(Clone, Default)]
 #[non_exhaustive]
@@ -109,6 +113,12 @@ pub struct WireOptions {
     pub auth: Auth,
     /// TLS for clients; None answers `N` to SSLRequest.
     pub tls: Option<ClientTls>,
+    /// Client connections served at once ([`DEFAULT_MAX_CONNECTIONS`] by
+    /// default). The next one is refused with FATAL 53300 ("sorry, too
+    /// many clients already"); beyond twice as many sockets (see
+    /// `crate::admission`) they are closed at once without a word, so the
+    /// process never runs out of file descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for WireOptions {
@@ -118,6 +128,7 @@ impl Default for WireOptions {
             max_query_bytes: MAX_STATEMENT_BYTES,
             auth: Auth::Trust,
             tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -10,6 +10,7 @@ use futures::FutureExt;
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
 
+use crate::admission::{Admission, Admit};
 use crate::executor::Executor;
 use crate::large_statement::LargeStatements;
 use crate::options::WireOptions;
@@ -29,7 +30,8 @@ pub(crate) struct Shared<E> {
 /// Serves PostgreSQL clients on `listener` until accepting fails for good.
 ///
 /// Each connection runs on its own task; a panic there closes that
-/// connection only. Statements go to `executor`; `SET`, `SHOW` and `RESET`
+/// connection only. At most `opts.max_connections` are served at once (see
+/// `crate::admission` for the ones beyond). Statements go to `executor`; `SET`, `SHOW` and `RESET`
 /// are answered by the front end itself.
 pub async fn serve<E: Executor>(
     listener: TcpListener,
@@ -46,6 +48,7 @@ pub async fn serve<E: Executor>(
         cancels,
         large: Arc::new(LargeStatements::new()),
     });
+    let admission = Admission::new(shared.opts.max_connections);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "PostgreSQL front end listening");
     }
@@ -61,9 +64,19 @@ pub async fn serve<E: Executor>(
             }
             Err(e) => return Err(e),
         };
+        let (ticket, admitted) = match admission.admit() {
+            Admit::Serve(ticket) => (ticket, true),
+            Admit::Refuse(ticket) => (ticket, false),
+            Admit::Close => {
+                tracing::warn!(%peer, "too many client sockets; closed this one unread");
+                drop(socket);
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let connection = AssertUnwindSafe(crate::connection::run(socket, shared));
+            let _ticket = ticket;
+            let connection = AssertUnwindSafe(crate::connection::run(socket, shared, admitted));
             match connection.catch_unwind().await {
                 Ok(Ok(())) => tracing::debug!(%peer, "connection closed"),
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection lost"),

@@ -4,12 +4,16 @@
 use std::io;
 use std::sync::Arc;
 
+use futures::SinkExt;
+
 use pgwire::messages::response::{CommandComplete, EmptyQueryResponse};
 use pgwire::messages::PgWireBackendMessage;
 
 use crate::connection::{Connection, Failure};
-use crate::executor::{Executor, Outcome};
+use crate::executor::Executor;
+use crate::interrupt::Interrupts;
 use crate::large_statement::LARGE_STATEMENT_BYTES;
+use crate::rows::{Chunk, RowStream};
 use crate::session;
 use crate::types::{data_row, row_description, Format};
 
@@ -39,13 +43,21 @@ impl<E: Executor> Connection<E> {
             return self.empty_query().await;
         }
         for sql in &statements {
+            // Each statement has its own statement_timeout, as in PostgreSQL.
+            let mut interrupts = self.interrupts().await;
             let result = match session::parse(sql) {
-                Some(Ok(command)) => self.run_statement(sql, Some(&command), Vec::new()).await,
+                Some(Ok(command)) => {
+                    self.run_statement(sql, Some(&command), Vec::new(), &mut interrupts)
+                        .await
+                }
                 Some(Err(error)) => Err(error.into()),
-                None => self.run_statement(sql, None, Vec::new()).await,
+                None => {
+                    self.run_statement(sql, None, Vec::new(), &mut interrupts)
+                        .await
+                }
             };
             let sent = match result {
-                Ok(outcome) => self.send_outcome(outcome).await,
+                Ok(rows) => self.send_rows(rows, &mut interrupts).await,
                 Err(failure) => Err(failure),
             };
             match sent {
@@ -66,24 +78,42 @@ impl<E: Executor> Connection<E> {
     }
 
     /// RowDescription (for a statement with columns), the rows in text
-    /// format, then CommandComplete with the executor's tag.
-    async fn send_outcome(&mut self, outcome: Outcome) -> Result<(), Failure> {
-        let formats = vec![Format::Text; outcome.columns.len()];
-        if !outcome.columns.is_empty() {
+    /// format as they come, then CommandComplete with the executor's tag.
+    /// Each batch of a live result is flushed before the next is taken, so
+    /// a client that does not read holds its statement back (see
+    /// [`crate::rows`]).
+    async fn send_rows(
+        &mut self,
+        mut rows: RowStream,
+        interrupts: &mut Interrupts,
+    ) -> Result<(), Failure> {
+        let columns = rows.columns().to_vec();
+        let formats = vec![Format::Text; columns.len()];
+        if !columns.is_empty() {
             self.feed(PgWireBackendMessage::RowDescription(row_description(
-                &outcome.columns,
-                &formats,
+                &columns, &formats,
             )))
             .await?;
         }
-        for row in &outcome.rows {
-            let row = data_row(&outcome.columns, &formats, row)?;
-            self.feed(PgWireBackendMessage::DataRow(row)).await?;
+        loop {
+            match interrupts.race(self.conn.tcp(), rows.next()).await? {
+                Chunk::Rows(batch) => {
+                    for row in &batch {
+                        let row = data_row(&columns, &formats, row)?;
+                        self.feed(PgWireBackendMessage::DataRow(row)).await?;
+                    }
+                    if rows.is_live() {
+                        self.conn.flush().await?;
+                    }
+                }
+                Chunk::Done(tag) => {
+                    self.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                        tag,
+                    )))
+                    .await?;
+                    return Ok(());
+                }
+            }
         }
-        self.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
-            outcome.tag,
-        )))
-        .await?;
-        Ok(())
     }
 }

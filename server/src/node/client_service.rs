@@ -15,6 +15,10 @@ use super::Node;
 use crate::sql::sqlstate;
 use crate::store::values::{from_proto, to_proto};
 
+/// The most result rows one ClientCommand answers with, in bytes (as the
+/// node holds them): the answer is one message, built in memory.
+pub const MAX_RESULT_BYTES: usize = 64 << 20;
+
 /// The gRPC service; add it to the node's tonic server.
 pub struct ClientCommandService {
     node: Arc<Node>,
@@ -79,6 +83,12 @@ impl Client for ClientCommandService {
                     "read_consistency must be 'linearizable', 'weak' or 'local', not {other:?}"
                 ),
             )),
+        };
+        // One message carries the whole answer: its size is bounded here,
+        // where the PostgreSQL front end streams.
+        let result = match result {
+            Ok(reply) => reply.collect(MAX_RESULT_BYTES).await,
+            Err(e) => Err(e),
         };
         let reply = match result {
             Ok(outcome) => ClientCommandResponse {

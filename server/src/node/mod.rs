@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use resqlite_raft::driver::{ProposeError, RaftNode};
 use resqlite_raft::{NodeId, Role};
-use resqlite_wire::{Description, Executor, NodeRole, Outcome, Session, SqlError, Value};
+use resqlite_wire::{Description, Executor, NodeRole, Reply, Session, SqlError, Value};
 
 pub use admin_service::{peer_status, role_name, AdminService, TRANSFER_WAIT};
 pub use client_service::ClientCommandService;
@@ -138,15 +138,18 @@ impl Node {
         self.raft.status().role == Role::Leader
     }
 
-    /// Runs one statement: the single path every front end uses.
+    /// Runs one statement: the single path every front end uses. A read's
+    /// rows stream (see [`ReadPool::stream`]); dropping the future or the
+    /// stream interrupts it. A write dropped before it is proposed is not
+    /// proposed; once proposed it commits whether or not anyone waits.
     pub async fn run(
         &self,
         session: &Session,
         sql: &str,
         params: Vec<Value>,
-    ) -> Result<Outcome, SqlError> {
+    ) -> Result<Reply, SqlError> {
         if let Some(statement) = sql::roles::parse(sql) {
-            return self.change_roles(session, statement?).await;
+            return Ok(Reply::Done(self.change_roles(session, statement?).await?));
         }
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         let classified = self.classes.classify(sql)?;
@@ -160,6 +163,7 @@ impl Node {
                     .propose(entry)
                     .await
                     .map_err(|e| self.propose_error(e))?
+                    .map(Reply::Done)
             }
             Class::Read => {
                 if session.weak_reads {
@@ -172,12 +176,9 @@ impl Node {
                         .await
                         .map_err(|e| self.propose_error(e))?;
                 }
-                let rows = self.reads.query(sql.to_string(), params).await?;
-                Ok(Outcome {
-                    tag: classified.tag(rows.rows.len() as u64),
-                    columns: rows.columns,
-                    rows: rows.rows,
-                })
+                self.reads
+                    .stream(sql.to_string(), params, classified.command)
+                    .await
             }
         }
     }
@@ -185,7 +186,7 @@ impl Node {
     /// Runs a read on this node's own SQLite, leader or not, without any
     /// consistency guarantee: an admin and debugging path (per-node content
     /// checks), reachable only through the ClientCommand RPC.
-    pub async fn read_local(&self, sql: &str, params: Vec<Value>) -> Result<Outcome, SqlError> {
+    pub async fn read_local(&self, sql: &str, params: Vec<Value>) -> Result<Reply, SqlError> {
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         let classified = self.classes.classify(sql)?;
         if classified.class != Class::Read {
@@ -194,12 +195,9 @@ impl Node {
                 "read_consistency 'local' is for reads only",
             ));
         }
-        let rows = self.reads.query(sql.to_string(), params).await?;
-        Ok(Outcome {
-            tag: classified.tag(rows.rows.len() as u64),
-            columns: rows.columns,
-            rows: rows.rows,
-        })
+        self.reads
+            .stream(sql.to_string(), params, classified.command)
+            .await
     }
 
     /// Parameter and result types of a statement, for Parse/Describe.
@@ -243,7 +241,7 @@ impl Executor for NodeExecutor {
         session: &Session,
         sql: &str,
         params: Vec<Value>,
-    ) -> Result<Outcome, SqlError> {
+    ) -> Result<Reply, SqlError> {
         self.0.run(session, sql, params).await
     }
 

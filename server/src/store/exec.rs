@@ -132,21 +132,32 @@ pub fn run_typed(
     let mut rows = Vec::new();
     let mut cursor = stmt.raw_query();
     while let Some(row) = cursor.next().map_err(|e| sql_error(&e))? {
-        let mut values = Vec::with_capacity(width);
-        for i in 0..width {
-            values.push(from_sqlite(row.get_ref(i).map_err(|e| sql_error(&e))?));
-        }
-        rows.push(values);
+        rows.push(row_values(row, width)?);
     }
-    let columns = declared
+    let columns = typed_columns(declared, &rows);
+    Ok(RowSet { columns, rows })
+}
+
+/// The first `width` values of a result row.
+pub fn row_values(row: &rusqlite::Row<'_>, width: usize) -> Result<Vec<Value>, SqlError> {
+    let mut values = Vec::with_capacity(width);
+    for i in 0..width {
+        values.push(from_sqlite(row.get_ref(i).map_err(|e| sql_error(&e))?));
+    }
+    Ok(values)
+}
+
+/// The result columns: each with its known type, or else the type of the
+/// values `rows` hold in it.
+pub fn typed_columns(declared: Vec<(String, Option<PgType>)>, rows: &[Vec<Value>]) -> Vec<Column> {
+    declared
         .into_iter()
         .enumerate()
         .map(|(i, (name, pg_type))| Column {
             name,
             pg_type: pg_type.unwrap_or_else(|| pg_type_for_values(rows.iter().map(|r| &r[i]))),
         })
-        .collect();
-    Ok(RowSet { columns, rows })
+        .collect()
 }
 
 /// The declared type of `column` in the first of `tables` that has it;

@@ -11,6 +11,7 @@ pub mod exec;
 mod guard;
 pub mod log_command;
 mod read_pool;
+mod read_stream;
 pub mod roles;
 mod snapshot;
 pub mod values;

@@ -1,7 +1,8 @@
 //! Read-only connections for reads on the leader, each owned by a reader
 //! thread of its own. In WAL mode they never block the writer, and a read
-//! whose caller goes away (cancel, disconnect) is interrupted inside SQLite,
-//! or skipped if it has not started. After a snapshot restore replaced the
+//! whose caller goes away (cancel, timeout, disconnect) is interrupted
+//! inside SQLite, or skipped if it has not started; its rows stream back
+//! (`read_stream`), never collected whole. After a snapshot restore replaced the
 //! file, a thread reopens its connection before its next read.
 //!
 //! Reads wait in one queue. A thread that finishes a read takes the next one
@@ -15,14 +16,15 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use resqlite_wire::{Description, SqlError, Value};
+use resqlite_wire::{Description, Reply, SqlError, Value};
 use rusqlite::{Connection, InterruptHandle, OpenFlags};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::db_file::DbGeneration;
 use super::errors::sql_error;
-use super::exec::{bind, parameter_count, result_types, run_typed, RowSet};
+use super::exec::{parameter_count, result_types, RowSet};
 use super::guard::guard_read_connection;
+use super::read_stream;
 use crate::sql::sqlstate;
 
 /// Reads queued per reader thread before callers wait for room.
@@ -96,6 +98,14 @@ impl JobQueue {
         }
     }
 
+    /// Whether reads wait for a reader thread.
+    fn has_waiting(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| !s.jobs.is_empty())
+            .unwrap_or(false)
+    }
+
     fn close(&self) {
         if let Ok(mut state) = self.state.lock() {
             state.closed = true;
@@ -118,7 +128,7 @@ impl QueueState {
 }
 
 /// Interrupts a running read if its caller stops waiting for it.
-struct InterruptOnDrop(Arc<Mutex<Option<InterruptHandle>>>);
+pub(super) struct InterruptOnDrop(Arc<Mutex<Option<InterruptHandle>>>);
 
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
@@ -181,11 +191,16 @@ impl ReadPool {
         })
     }
 
-    /// Runs `f` on a reader thread's connection.
+    /// Runs `f` on a reader thread's connection; `f` answers through its
+    /// [`Answer`], possibly before it returns (a streamed read answers with
+    /// its stream, then goes on producing rows). Also returns the guard
+    /// that interrupts `f`'s statement when dropped, for the caller to keep
+    /// as long as someone wants its work: if this future is dropped first,
+    /// the statement is interrupted then.
     async fn with_connection<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<R, SqlError> + Send + 'static,
-    ) -> Result<R, SqlError> {
+        f: impl FnOnce(&Connection, Answer<R>) + Send + 'static,
+    ) -> Result<(R, InterruptOnDrop), SqlError> {
         let closed = || SqlError::new(sqlstate::INTERNAL_ERROR, "read pool closed");
         let permit = self
             .permits
@@ -203,48 +218,71 @@ impl ReadPool {
                 // The caller went away while the read was queued.
                 return;
             }
-            let result = conn.and_then(|conn| {
-                if let Ok(mut slot) = running.lock() {
-                    *slot = Some(conn.get_interrupt_handle());
+            let conn = match conn {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
                 }
-                let result = f(conn);
-                // Disarm before the connection can serve anyone else.
-                if let Ok(mut slot) = running.lock() {
-                    *slot = None;
-                }
-                result
-            });
-            let _ = tx.send(result);
+            };
+            if let Ok(mut slot) = running.lock() {
+                *slot = Some(conn.get_interrupt_handle());
+            }
+            f(conn, Answer(tx));
+            // Disarm before the connection can serve anyone else.
+            if let Ok(mut slot) = running.lock() {
+                *slot = None;
+            }
         });
         if !self.queue.push(job) {
             return Err(closed());
         }
-        let result = rx.await.map_err(|_| {
+        let answer = rx.await.map_err(|_| {
             SqlError::new(
                 sqlstate::INTERNAL_ERROR,
                 "read thread stopped before answering",
             )
-        });
-        drop(guard);
-        result?
+        })?;
+        Ok((answer?, guard))
     }
 
-    /// Runs a read with its parameters. SQLite has the last word: a
-    /// statement it does not call read-only is never run here.
-    pub async fn query(&self, sql: String, params: Vec<Value>) -> Result<RowSet, SqlError> {
-        self.with_connection(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_error(&e))?;
-            if !stmt.readonly() {
-                return Err(SqlError::new(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "statement is not read-only: it cannot run as a read",
-                ));
-            }
-            let types = result_types(conn, &sql, &stmt);
-            bind(&mut stmt, &params)?;
-            run_typed(&mut stmt, types)
+    /// Runs a read with its parameters; `command` is its tag's command
+    /// word (`SELECT`). A result larger than one batch streams: the reader
+    /// thread stays with it until its last row is taken, it is dropped, or
+    /// its client stops reading (see [`resqlite_wire::RowStream`]). SQLite
+    /// has the last word: a statement it does not call read-only is never
+    /// run here.
+    pub async fn stream(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        command: &'static str,
+    ) -> Result<Reply, SqlError> {
+        let queue = Arc::clone(&self.queue);
+        let others_wait = move || queue.has_waiting();
+        let (reply, guard) = self
+            .with_connection(move |conn, answer| {
+                read_stream::run(conn, &sql, &params, command, others_wait, answer)
+            })
+            .await?;
+        Ok(match reply {
+            Reply::Rows(rows) => Reply::Rows(rows.guard(guard)),
+            done => done,
         })
-        .await
+    }
+
+    /// Runs a read and collects its rows, however many: for tests and
+    /// tools, never for a client.
+    pub async fn query(&self, sql: String, params: Vec<Value>) -> Result<RowSet, SqlError> {
+        let outcome = self
+            .stream(sql, params, "SELECT")
+            .await?
+            .collect(usize::MAX)
+            .await?;
+        Ok(RowSet {
+            columns: outcome.columns,
+            rows: outcome.rows,
+        })
     }
 
     /// Parameter count and result columns of a statement, without running it.
@@ -255,23 +293,38 @@ impl ReadPool {
         sql: String,
         infer: impl FnOnce(&Connection, usize) -> Vec<resqlite_wire::PgType> + Send + 'static,
     ) -> Result<Description, SqlError> {
-        self.with_connection(move |conn| {
-            let stmt = conn.prepare(&sql).map_err(|e| sql_error(&e))?;
-            let count = parameter_count(&stmt)?;
-            let columns = result_types(conn, &sql, &stmt)
-                .into_iter()
-                .map(|(name, t)| resqlite_wire::Column {
-                    name,
-                    pg_type: t.unwrap_or(resqlite_wire::PgType::Text),
-                })
-                .collect();
-            drop(stmt);
-            Ok(Description {
-                params: infer(conn, count),
-                columns,
+        let (description, _guard) = self
+            .with_connection(move |conn, answer| {
+                let describe = || {
+                    let stmt = conn.prepare(&sql).map_err(|e| sql_error(&e))?;
+                    let count = parameter_count(&stmt)?;
+                    let columns = result_types(conn, &sql, &stmt)
+                        .into_iter()
+                        .map(|(name, t)| resqlite_wire::Column {
+                            name,
+                            pg_type: t.unwrap_or(resqlite_wire::PgType::Text),
+                        })
+                        .collect();
+                    drop(stmt);
+                    Ok(Description {
+                        params: infer(conn, count),
+                        columns,
+                    })
+                };
+                answer.send(describe());
             })
-        })
-        .await
+            .await?;
+        Ok(description)
+    }
+}
+
+/// Where a read's result goes back to its caller; at most once.
+pub(super) struct Answer<R>(oneshot::Sender<Result<R, SqlError>>);
+
+impl<R> Answer<R> {
+    /// Sends the result; false when the caller has gone.
+    pub(super) fn send(self, result: Result<R, SqlError>) -> bool {
+        self.0.send(result).is_ok()
     }
 }
 

@@ -2,12 +2,17 @@
 //! reads, and the session the executor sees.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use super::timeout::parse_statement_timeout;
 use super::Command;
 use crate::executor::{NodeRole, Outcome, Session, SqlError, Value};
 
 /// The setting behind [`Session::weak_reads`].
 const READ_CONSISTENCY: &str = "resqlite.read_consistency";
+
+/// The setting behind [`Settings::statement_timeout`].
+const STATEMENT_TIMEOUT: &str = "statement_timeout";
 
 /// What one session command produced.
 #[derive(Debug)]
@@ -32,6 +37,7 @@ pub(crate) struct Settings {
     user: std::sync::Arc<str>,
     /// Whether that role is a superuser.
     superuser: bool,
+    statement_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -47,6 +53,7 @@ impl Settings {
             weak_reads: false,
             user: std::sync::Arc::from(""),
             superuser: false,
+            statement_timeout: None,
         };
         for (name, value) in startup {
             if name == "user" {
@@ -79,6 +86,12 @@ impl Settings {
         }
     }
 
+    /// How long a statement may run (`SET statement_timeout`); `None`:
+    /// as long as it takes.
+    pub(crate) fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
     /// Runs one session command. `role` is the node's role now: it answers
     /// `SHOW transaction_read_only` and its kin.
     pub(crate) fn run(&mut self, command: &Command, role: &NodeRole) -> Result<Reply, SqlError> {
@@ -99,6 +112,7 @@ impl Settings {
                 let names: Vec<String> = self.values.keys().cloned().collect();
                 self.values.clear();
                 self.weak_reads = false;
+                self.statement_timeout = None;
                 reports.extend(names.iter().filter_map(|n| self.report(n)));
                 execution("RESET")
             }
@@ -163,6 +177,8 @@ impl Settings {
                     return Err(e);
                 }
             },
+            (STATEMENT_TIMEOUT, None) => self.statement_timeout = None,
+            (STATEMENT_TIMEOUT, Some(v)) => self.statement_timeout = parse_statement_timeout(v)?,
             ("client_encoding", Some(v))
                 if !matches!(
                     v.to_ascii_lowercase().as_str(),
@@ -275,6 +291,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
         "linearizable (reads confirm leadership) or weak (reads are served locally).",
     ),
     ("search_path", "public", "Sets the schema search order."),
+    (
+        STATEMENT_TIMEOUT,
+        "0",
+        "Sets the maximum allowed duration of any statement (0: none).",
+    ),
     (
         "server_encoding",
         "",
@@ -446,6 +467,37 @@ mod tests {
             "42704"
         );
         assert_eq!(show(&mut s, "SHOW nonsense").unwrap_err().sqlstate, "42704");
+    }
+
+    #[test]
+    fn statement_timeout_is_parsed_shown_and_reset() {
+        let mut s = Settings::new("16.0", []);
+        assert_eq!(s.statement_timeout(), None);
+        s.run(&parsed("SET statement_timeout = '1s'"), &LEADER)
+            .unwrap();
+        assert_eq!(s.statement_timeout(), Some(Duration::from_secs(1)));
+        let shown = s.run(&parsed("SHOW statement_timeout"), &LEADER).unwrap();
+        assert_eq!(shown.outcome.rows, vec![vec![Value::Text("1s".into())]]);
+        s.run(&parsed("SET statement_timeout TO 250"), &LEADER)
+            .unwrap();
+        assert_eq!(s.statement_timeout(), Some(Duration::from_millis(250)));
+        let err = s
+            .run(&parsed("SET statement_timeout = 'soon'"), &LEADER)
+            .unwrap_err();
+        assert_eq!(err.sqlstate, "22023");
+        assert_eq!(s.statement_timeout(), Some(Duration::from_millis(250)));
+        s.run(&parsed("SET statement_timeout = 0"), &LEADER)
+            .unwrap();
+        assert_eq!(s.statement_timeout(), None);
+        s.run(&parsed("SET statement_timeout = '5min'"), &LEADER)
+            .unwrap();
+        s.run(&parsed("RESET ALL"), &LEADER).unwrap();
+        assert_eq!(s.statement_timeout(), None);
+        let shown = s.run(&parsed("SHOW statement_timeout"), &LEADER).unwrap();
+        assert_eq!(shown.outcome.rows, vec![vec![Value::Text("0".into())]]);
+        let from_startup = (String::from("statement_timeout"), String::from("2s"));
+        let s = Settings::new("16.0", [(&from_startup.0, &from_startup.1)]);
+        assert_eq!(s.statement_timeout(), Some(Duration::from_secs(2)));
     }
 
     #[test]

@@ -1,18 +1,45 @@
 //! A scripted in-memory executor: one table `t(i int8, f float8, s text,
-//! b bytea, flag bool)` in a Vec, and a few statements that fail, sleep or
-//! panic on purpose.
+//! b bytea, flag bool)` in a Vec, a few statements that fail, sleep or
+//! panic on purpose, and two that stream their rows from a thread of their
+//! own, as the node's reader threads do (`SELECT many`: [`MANY`] rows;
+//! `SELECT endless`: rows until nobody takes them).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use resqlite_wire::{
-    Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value, WireOptions,
+    row_channel, Column, Description, Executor, NodeRole, Outcome, PgType, Reply, Session,
+    SqlError, Stopped, Value, WireOptions, STALLED_CLIENT_LIMIT,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub const INSERT: &str = "INSERT INTO t VALUES ($1, $2, $3, $4, $5)";
+
+/// Rows of `SELECT many`: several batches.
+pub const MANY: i64 = 100_000;
+
+/// What the streaming statements' producer threads did.
+#[derive(Default)]
+pub struct Producers {
+    /// Producer threads still running.
+    pub running: AtomicUsize,
+    /// Streams dropped by the front end (the node interrupts SQLite then).
+    pub interrupted: AtomicUsize,
+    /// Producers that gave up on a client that did not read.
+    pub stalled: AtomicUsize,
+}
+
+/// Counts a stream's guard dropped: the front end let go of its rows.
+struct Interrupt(Arc<Producers>);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.0.interrupted.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 #[derive(Default)]
 pub struct Fake {
@@ -29,6 +56,9 @@ pub struct Fake {
     pub dropped: AtomicUsize,
     /// `SLEEP`s that ran to their end.
     pub finished: AtomicUsize,
+    pub producers: Arc<Producers>,
+    /// The producers' stall limit in milliseconds; 0: the node's.
+    pub stall_ms: AtomicU64,
 }
 
 fn col(name: &str, pg_type: PgType) -> Column {
@@ -83,6 +113,7 @@ fn describe(sql: &str) -> Result<Description, SqlError> {
         "SELECT count(*) FROM t" => none(vec![col("count", PgType::Int8)]),
         "SELECT 1" => none(vec![col("?column?", PgType::Int8)]),
         "SELECT weak" => none(vec![col("weak", PgType::Bool)]),
+        "SELECT many" | "SELECT endless" => none(vec![col("n", PgType::Int8)]),
         "SELECT mixed" => none(vec![col("n", PgType::Int8)]),
         other => Err(syntax_error(other)),
     }
@@ -120,6 +151,63 @@ impl Executor for Fake {
     }
 
     async fn execute(
+        &self,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Reply, SqlError> {
+        match normal(sql) {
+            "SELECT many" => Ok(self.stream(Some(MANY))),
+            "SELECT endless" => Ok(self.stream(None)),
+            _ => self.run(session, sql, params).await.map(Reply::from),
+        }
+    }
+
+    fn role(&self) -> NodeRole {
+        if self.panic_in_role.load(Ordering::SeqCst) {
+            panic!("the fake role panics on purpose");
+        }
+        NodeRole {
+            is_leader: !self.follower.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl Fake {
+    /// Rows 0, 1, 2 … (`count` of them, or until nobody takes them) from a
+    /// thread of their own.
+    fn stream(&self, count: Option<i64>) -> Reply {
+        let stall = match self.stall_ms.load(Ordering::SeqCst) {
+            0 => STALLED_CLIENT_LIMIT,
+            ms => Duration::from_millis(ms),
+        };
+        let (mut tx, rows) = row_channel(vec![col("n", PgType::Int8)], stall);
+        let producers = Arc::clone(&self.producers);
+        producers.running.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let mut n = 0;
+            let end = loop {
+                if count == Some(n) {
+                    break Ok(format!("SELECT {n}"));
+                }
+                if let Err(stopped) = tx.push(vec![Value::Integer(n)]) {
+                    if stopped == Stopped::Stalled {
+                        producers.stalled.fetch_add(1, Ordering::SeqCst);
+                    }
+                    break Err(stopped);
+                }
+                n += 1;
+            };
+            match end {
+                Ok(tag) => tx.finish(Ok(tag)),
+                Err(stopped) => tx.stop(stopped),
+            }
+            producers.running.fetch_sub(1, Ordering::SeqCst);
+        });
+        Reply::Rows(rows.guard(Interrupt(Arc::clone(&self.producers))))
+    }
+
+    async fn run(
         &self,
         session: &Session,
         sql: &str,
@@ -189,15 +277,6 @@ impl Executor for Fake {
             }
             "PANIC" => panic!("the fake executor panics on purpose"),
             other => Err(syntax_error(other)),
-        }
-    }
-
-    fn role(&self) -> NodeRole {
-        if self.panic_in_role.load(Ordering::SeqCst) {
-            panic!("the fake role panics on purpose");
-        }
-        NodeRole {
-            is_leader: !self.follower.load(Ordering::SeqCst),
         }
     }
 }

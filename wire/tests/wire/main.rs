@@ -4,5 +4,6 @@
 mod auth;
 mod driver;
 mod fake;
+mod limits;
 mod protocol;
 mod raw;

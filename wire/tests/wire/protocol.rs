@@ -11,7 +11,7 @@ use crate::fake::{server, start, Fake, INSERT};
 use crate::raw::{cstr, error_fields, kinds, message, query, sqlstate, Raw};
 use resqlite_wire::WireOptions;
 
-fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
+pub(crate) fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
     let mut body = cstr(name);
     body.extend(cstr(sql));
     body.extend((types.len() as u16).to_be_bytes());
@@ -21,7 +21,7 @@ fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
     message(b'P', &body)
 }
 
-fn bind(
+pub(crate) fn bind(
     portal: &str,
     statement: &str,
     param_formats: &[i16],
@@ -57,14 +57,18 @@ fn describe(target: u8, name: &str) -> Vec<u8> {
     message(b'D', &body)
 }
 
-fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
+pub(crate) fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     let mut body = cstr(portal);
     body.extend(max_rows.to_be_bytes());
     message(b'E', &body)
 }
 
-fn sync() -> Vec<u8> {
+pub(crate) fn sync() -> Vec<u8> {
     message(b'S', &[])
+}
+
+pub(crate) fn flush() -> Vec<u8> {
+    message(b'H', &[])
 }
 
 /// (type OID, format code) of each field of a RowDescription body.
