@@ -96,7 +96,8 @@ impl RaftLog {
     /// commit index: a committed entry never changes, so such a request
     /// comes from a broken or malicious peer and is refused.
     pub(crate) fn append_after(&mut self, prev_index: u64, entries: &[Entry]) -> Result<u64, u64> {
-        let last_new = prev_index + entries.len() as u64;
+        // `prev_index` comes from the leader: saturate rather than trust it.
+        let last_new = prev_index.saturating_add(entries.len() as u64);
         let first_conflict = entries
             .iter()
             .position(|e| self.term(e.index) != Some(e.term));
@@ -207,7 +208,7 @@ impl RaftLog {
         self.committed = index;
         self.applied = index;
         self.persisted = index;
-        self.unstable_from = index + 1;
+        self.unstable_from = index.saturating_add(1);
     }
 }
 

@@ -6,6 +6,11 @@
 //! `rpc_id` is restored in the reply. A request the core drops (stale, not
 //! addressed to us, or a vote refused without an answer) gets no reply:
 //! `Status::unavailable` on a unary call, nothing on a stream.
+//!
+//! A malformed request (a term or index out of range, entries that are not
+//! a piece of a log; see [`convert::check_message`]) never reaches the
+//! core: a unary call answers `invalid_argument`, and a stream stops there
+//! and ends with `invalid_argument` after the replies already due.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,7 +92,8 @@ impl RaftGrpc {
     /// Reads a peer's request stream into the event loop on a task of its
     /// own, queueing each request's peer `rpc_id` and reply receiver on
     /// `pending` for the reply stream. Stops at the end of the stream, at a
-    /// malformed request, or when the reply stream is gone.
+    /// malformed request (whose refusal goes to `refused`), or when the
+    /// reply stream is gone.
     fn forward_stream<T: Send + 'static>(
         &self,
         mut requests: Streaming<T>,
@@ -95,6 +101,7 @@ impl RaftGrpc {
         peer_rpc_id: fn(&T) -> u64,
         from_proto: fn(T) -> Result<Message, ConvertError>,
         pending: mpsc::Sender<(u64, oneshot::Receiver<Message>)>,
+        refused: oneshot::Sender<Status>,
     ) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -112,6 +119,7 @@ impl RaftGrpc {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(node = this.id, rpc, error = %e, "malformed request on stream");
+                        let _ = refused.send(malformed(e));
                         break;
                     }
                 };
@@ -131,6 +139,22 @@ fn internal(e: ConvertError) -> Status {
     Status::internal(e.to_string())
 }
 
+/// A peer's request this node refuses to read.
+fn malformed(e: ConvertError) -> Status {
+    Status::invalid_argument(format!("malformed raft message: {e}"))
+}
+
+/// `replies`, then the refusal of the request stream, if it was cut.
+fn then_refusal<T>(
+    replies: impl Stream<Item = Result<T, Status>>,
+    refused: oneshot::Receiver<Status>,
+) -> impl Stream<Item = Result<T, Status>> {
+    // `refused` is settled once the reading task ends, which is before the
+    // replies end: dropped without a value when nothing was refused.
+    let refusal = futures::stream::once(refused).filter_map(|r| async move { r.ok().map(Err) });
+    replies.chain(refusal)
+}
+
 type AppendReplies =
     Pin<Box<dyn Stream<Item = Result<pb::AppendEntriesResponse, Status>> + Send + 'static>>;
 type HeartbeatReplies =
@@ -144,7 +168,8 @@ impl Raft for RaftGrpc {
     ) -> Result<Response<pb::RequestVoteResponse>, Status> {
         let req = request.into_inner();
         let peer_rpc_id = req.rpc_id;
-        let reply = self.call(convert::vote_request_from_proto(req)).await?;
+        let msg = convert::vote_request_from_proto(req).map_err(malformed)?;
+        let reply = self.call(msg).await?;
         let mut out = convert::vote_response_to_proto(reply).map_err(internal)?;
         out.rpc_id = peer_rpc_id;
         Ok(Response::new(out))
@@ -157,12 +182,14 @@ impl Raft for RaftGrpc {
         request: Request<Streaming<pb::AppendEntriesRequest>>,
     ) -> Result<Response<Self::AppendEntriesStream>, Status> {
         let (pending_tx, pending_rx) = mpsc::channel(STREAM_PENDING);
+        let (refused_tx, refused_rx) = oneshot::channel();
         self.forward_stream(
             request.into_inner(),
             "AppendEntries",
             |r| r.rpc_id,
             convert::append_request_from_proto,
             pending_tx,
+            refused_tx,
         );
         let replies = futures::stream::unfold(pending_rx, |mut pending| async move {
             loop {
@@ -178,7 +205,7 @@ impl Raft for RaftGrpc {
                 return Some((item, pending));
             }
         });
-        Ok(Response::new(Box::pin(replies)))
+        Ok(Response::new(Box::pin(then_refusal(replies, refused_rx))))
     }
 
     type HeartbeatsStream = HeartbeatReplies;
@@ -188,12 +215,14 @@ impl Raft for RaftGrpc {
         request: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatsStream>, Status> {
         let (pending_tx, pending_rx) = mpsc::channel(HEARTBEATS_PENDING);
+        let (refused_tx, refused_rx) = oneshot::channel();
         self.forward_stream(
             request.into_inner(),
             "Heartbeat",
             |r| r.rpc_id,
-            |r| Ok(convert::heartbeat_request_from_proto(r)),
+            convert::heartbeat_request_from_proto,
             pending_tx,
+            refused_tx,
         );
         // Unlike AppendEntries, order does not matter (the leader matches
         // replies by round), so a reply the core defers until its term is
@@ -213,7 +242,7 @@ impl Raft for RaftGrpc {
                         .map_err(internal),
                 )
             });
-        Ok(Response::new(Box::pin(replies)))
+        Ok(Response::new(Box::pin(then_refusal(replies, refused_rx))))
     }
 
     async fn heartbeat(
@@ -222,9 +251,8 @@ impl Raft for RaftGrpc {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = request.into_inner();
         let peer_rpc_id = req.rpc_id;
-        let reply = self
-            .call(convert::heartbeat_request_from_proto(req))
-            .await?;
+        let msg = convert::heartbeat_request_from_proto(req).map_err(malformed)?;
+        let reply = self.call(msg).await?;
         let mut out = convert::heartbeat_response_to_proto(reply).map_err(internal)?;
         out.rpc_id = peer_rpc_id;
         Ok(Response::new(out))
@@ -238,7 +266,7 @@ impl Raft for RaftGrpc {
         let term = req.term;
         // The core never answers TimeoutNow (it starts an election), so it
         // goes in without a responder and is acknowledged on receipt.
-        let msg = convert::timeout_now_from_proto(req);
+        let msg = convert::timeout_now_from_proto(req).map_err(malformed)?;
         self.inbound
             .send(Inbound {
                 msg,
