@@ -79,6 +79,13 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
+    /// Whether a log ending at (`last_index`, `last_term`) is strictly more
+    /// up to date than this one: it holds an entry this log lacks.
+    pub(crate) fn is_ahead_of_us(&self, last_index: u64, last_term: u64) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index > self.last_index())
+    }
+
     /// Appends one entry at the end.
     pub(crate) fn push(&mut self, entry: Entry) {
         debug_assert_eq!(
