@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Config, Persisted, Raft, RaftError, Status};
 use crate::log_store::{LogStore, LogStoreOptions, StoreError};
-use crate::transport::{RaftGrpc, TransportOptions};
+use crate::transport::{RaftGrpc, SnapshotAdmission, TransportOptions};
 use crate::types::{Entry, Membership, NodeId};
 
 pub use crate::transport::RaftService;
@@ -478,7 +478,13 @@ impl<S: StateMachine> RaftNode<S> {
             fatal,
             halted,
         };
-        let service = RaftGrpc::new(id, inbound_tx, snapshot_dir).into_service();
+        // The service refuses stale snapshots by the term the event loop
+        // publishes with the status.
+        let admission =
+            SnapshotAdmission::new(id, (&cfg.transport).into()).with_term(node.status.clone());
+        let service = RaftGrpc::new(id, inbound_tx, snapshot_dir)
+            .with_snapshot_admission(admission)
+            .into_service();
         Ok((node, service))
     }
 

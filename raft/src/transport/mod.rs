@@ -11,11 +11,18 @@
 //! - [`convert`]: core messages to and from the proto types.
 //! - `snapshot`: InstallSnapshot, streamed in chunks with a checksum of the
 //!   whole file.
+//! - `snapshot_admission`: whether an incoming snapshot stream may be
+//!   written at all, decided on its first chunk (sender, term, size, free
+//!   space, one stream at a time).
 
 pub mod convert;
+mod free_space;
 pub mod peer;
 pub mod server;
 mod snapshot;
+mod snapshot_admission;
+#[cfg(test)]
+mod untrusted_tests;
 
 use std::time::Duration;
 
@@ -24,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::core::Message;
 
 pub use server::{RaftGrpc, RaftService};
+pub(crate) use snapshot_admission::SnapshotAdmission;
 
 /// Largest gRPC message accepted or sent between nodes. It must stay well
 /// above the core's `max_batch_bytes` so a full batch always fits.
@@ -39,7 +47,7 @@ pub(crate) struct Inbound {
     pub(crate) responder: Option<oneshot::Sender<Message>>,
 }
 
-/// Timeouts and limits of the outbound side.
+/// Timeouts and limits of the transport.
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
     /// Time allowed to open a TCP connection to a peer.
@@ -58,6 +66,19 @@ pub struct TransportOptions {
     /// First and largest delay before reopening a broken AppendEntries or
     /// heartbeat stream.
     pub reconnect_backoff: (Duration, Duration),
+    /// Largest snapshot this node accepts from a leader, in bytes. A
+    /// stream announcing more is refused before anything is written; the
+    /// free space of the snapshot directory is checked as well, so this is
+    /// a ceiling for file systems whose free space says little (quotas,
+    /// network mounts). Raise it for a database larger than the default.
+    pub snapshot_max_bytes: u64,
+    /// Bytes of the snapshot directory's file system that an incoming
+    /// snapshot must leave free, for the log and the state machine.
+    pub snapshot_disk_reserve: u64,
+    /// An incoming snapshot stream that sends no chunk for this long is
+    /// dropped and its temporary file removed, so a stalled or hostile
+    /// sender does not hold the one receiving slot (and the disk) forever.
+    pub snapshot_idle_timeout: Duration,
 }
 
 impl Default for TransportOptions {
@@ -69,6 +90,9 @@ impl Default for TransportOptions {
             queue_len: 4096,
             max_unary_inflight: 64,
             reconnect_backoff: (Duration::from_millis(20), Duration::from_secs(1)),
+            snapshot_max_bytes: 64 << 30,
+            snapshot_disk_reserve: 256 << 20,
+            snapshot_idle_timeout: Duration::from_secs(30),
         }
     }
 }

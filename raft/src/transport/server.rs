@@ -24,7 +24,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, ConvertError};
-use super::{snapshot, Inbound, MAX_MESSAGE_BYTES};
+use super::snapshot_admission::{SnapshotAdmission, SnapshotLimits};
+use super::{snapshot, Inbound, TransportOptions, MAX_MESSAGE_BYTES};
 use crate::core::{Message, MessageBody};
 use crate::driver::snapshot_dir::SnapshotDir;
 use crate::types::NodeId;
@@ -48,16 +49,27 @@ pub struct RaftGrpc {
     next_rpc_id: Arc<AtomicU64>,
     /// Where received snapshots are written.
     snapshots: SnapshotDir,
+    /// Which snapshot streams may be written there.
+    admission: SnapshotAdmission,
 }
 
 impl RaftGrpc {
     pub(crate) fn new(id: NodeId, inbound: mpsc::Sender<Inbound>, snapshots: SnapshotDir) -> Self {
+        let limits = SnapshotLimits::from(&TransportOptions::default());
         RaftGrpc {
             id,
             inbound,
             next_rpc_id: Arc::new(AtomicU64::new(1)),
             snapshots,
+            admission: SnapshotAdmission::new(id, limits),
         }
+    }
+
+    /// Holds incoming snapshots to `admission` (the node's term and limits)
+    /// instead of the default limits with no term check.
+    pub(crate) fn with_snapshot_admission(mut self, admission: SnapshotAdmission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Wraps this service for a tonic router, with message limits that fit
@@ -283,7 +295,13 @@ impl Raft for RaftGrpc {
         &self,
         request: Request<Streaming<pb::InstallSnapshotChunk>>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
-        let msg = snapshot::receive(self.id, request.into_inner(), &self.snapshots).await?;
+        let msg = snapshot::receive(
+            self.id,
+            request.into_inner(),
+            &self.snapshots,
+            &self.admission,
+        )
+        .await?;
         let reply = self.call(msg).await?;
         let MessageBody::InstallSnapshotResponse { index } = reply.body else {
             return Err(internal(ConvertError::UnexpectedBody {
