@@ -5,6 +5,15 @@ use bytes::Bytes;
 /// A node's id in the cluster. Zero is reserved for "none".
 pub type NodeId = u64;
 
+/// The largest term or log index a node accepts or reaches (2^63 - 1).
+///
+/// A real cluster never gets near it: that takes 2^63 elections or entries.
+/// The transport refuses a message carrying anything larger as malformed,
+/// so the sum of any two terms or indexes fits in a `u64`; and the core
+/// refuses to campaign rather than raise its own term past it (a term that
+/// wrapped to 0 would make every later election lose).
+pub const MAX_TERM_OR_INDEX: u64 = (1 << 63) - 1;
+
 /// What an entry carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {

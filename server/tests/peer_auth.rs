@@ -193,10 +193,10 @@ async fn forged_raft_messages_are_refused_and_change_nothing() {
             .await
             .expect("handshake");
         let mut raft = RaftClient::new(ch);
-        // The term-overflow heartbeat of the review.
+        // A heartbeat of a newer term: only the certificate can tell.
         let beat = raft
             .heartbeat(pb::HeartbeatRequest {
-                term: u64::MAX,
+                term: term + 1,
                 from: leader,
                 to: follower,
                 commit: 0,
@@ -209,6 +209,26 @@ async fn forged_raft_messages_are_refused_and_change_nothing() {
             beat.code(),
             tonic::Code::PermissionDenied,
             "{who}: {beat:?}"
+        );
+        // The term-overflow heartbeat of the review: refused as malformed
+        // even before the certificate is looked at.
+        let overflow = raft
+            .heartbeat(pb::HeartbeatRequest {
+                term: u64::MAX,
+                from: leader,
+                to: follower,
+                commit: 0,
+                read_round: 0,
+                rpc_id: 1,
+            })
+            .await
+            .expect_err("the term-overflow heartbeat was taken");
+        assert!(
+            matches!(
+                overflow.code(),
+                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+            ),
+            "{who}: {overflow:?}"
         );
         let vote = raft
             .request_vote(pb::RequestVoteRequest {

@@ -2,7 +2,7 @@
 
 use super::progress::Progress;
 use super::{MessageBody, Raft, Role};
-use crate::types::{EntryKind, NodeId};
+use crate::types::{EntryKind, NodeId, MAX_TERM_OR_INDEX};
 use bytes::Bytes;
 
 impl Raft {
@@ -33,6 +33,10 @@ impl Raft {
             // its vote counts nowhere, and its election would only disturb.
             return;
         }
+        if self.next_term().is_none() {
+            self.refuse_campaign_at_max_term();
+            return;
+        }
         if self.cfg.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {
@@ -50,7 +54,13 @@ impl Raft {
     }
 
     fn become_candidate(&mut self, transfer: bool) {
-        self.term += 1;
+        let Some(term) = self.next_term() else {
+            // The term rose to the bound while pre-voting.
+            self.refuse_campaign_at_max_term();
+            self.become_follower(self.term, None);
+            return;
+        };
+        self.term = term;
         self.vote = Some(self.cfg.id);
         self.role = Role::Candidate;
         self.leader = None;
@@ -65,7 +75,13 @@ impl Raft {
         if self.tally_votes() {
             return;
         }
-        let term = if pre_vote { self.term + 1 } else { self.term };
+        let term = if pre_vote {
+            // Checked by start_election, and a pre-candidate's term has not
+            // moved since (a higher one would have made it a follower).
+            self.next_term().unwrap_or(self.term)
+        } else {
+            self.term
+        };
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         let peers: Vec<NodeId> = self.voter_peers().collect();
         for to in peers {
@@ -85,6 +101,23 @@ impl Raft {
             };
             self.msgs_after_persist.push(msg);
         }
+    }
+
+    /// The term an election would be held in; `None` at the bound, where
+    /// `+ 1` would leave the range every node accepts (or wrap to 0, after
+    /// which this node could never win: every vote would be stale).
+    fn next_term(&self) -> Option<u64> {
+        self.term.checked_add(1).filter(|&t| t <= MAX_TERM_OR_INDEX)
+    }
+
+    /// Only a peer that forged its term (or 2^63 elections) gets a node
+    /// here; operators must know, since no election can succeed.
+    fn refuse_campaign_at_max_term(&self) {
+        tracing::error!(
+            node = self.cfg.id,
+            term = self.term,
+            "term is at its maximum; refusing to campaign (a peer sent a forged term?)"
+        );
     }
 
     /// Counts answers; moves on when a quorum decided. Returns whether the
@@ -144,7 +177,7 @@ impl Raft {
         self.read_only.begin_leadership();
         self.election_elapsed = 0;
         self.transfer_target = None;
-        let next = self.log.last_index() + 1;
+        let next = self.log.last_index().saturating_add(1);
         let peers: Vec<NodeId> = self.member_peers().collect();
         self.progress = peers
             .into_iter()

@@ -244,7 +244,7 @@ impl Raft {
         let me = self.cfg.id;
         self.progress
             .retain(|id, _| *id != me && membership.contains(*id));
-        let next = self.log.last_index() + 1;
+        let next = self.log.last_index().saturating_add(1);
         for &id in membership.members.keys().filter(|&&id| id != me) {
             self.progress
                 .entry(id)

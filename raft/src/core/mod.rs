@@ -23,6 +23,8 @@ mod snapshot_tests;
 mod step;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod untrusted_tests;
 
 use std::collections::BTreeMap;
 

@@ -80,7 +80,7 @@ impl Progress {
         match self.state {
             ReplicationState::Probe => self.probe_sent = true,
             ReplicationState::Replicate => {
-                self.next = last + 1;
+                self.next = last.saturating_add(1);
                 self.inflight.push_back((last, bytes));
                 self.inflight_bytes += bytes;
             }
@@ -96,7 +96,8 @@ impl Progress {
         if moved {
             self.matched = index;
         }
-        self.next = self.next.max(index + 1);
+        // `index` comes from the follower: saturate rather than trust it.
+        self.next = self.next.max(index.saturating_add(1));
         while let Some(&(last, bytes)) = self.inflight.front() {
             if last > index {
                 break;
@@ -122,7 +123,7 @@ impl Progress {
 
     fn become_replicate(&mut self) {
         self.state = ReplicationState::Replicate;
-        self.next = self.matched + 1;
+        self.next = self.after_matched();
         self.probe_sent = false;
         self.clear_inflight();
     }
@@ -143,9 +144,15 @@ impl Progress {
     pub(crate) fn become_probe(&mut self, next: u64) {
         self.stalled_ticks = 0;
         self.state = ReplicationState::Probe;
-        self.next = next.max(self.matched + 1);
+        self.next = next.max(self.after_matched());
         self.probe_sent = false;
         self.clear_inflight();
+    }
+
+    /// The first index the follower may lack. `matched` was reported by
+    /// the follower, so the sum saturates rather than trusting it.
+    pub(crate) fn after_matched(&self) -> u64 {
+        self.matched.saturating_add(1)
     }
 
     fn clear_inflight(&mut self) {

@@ -79,6 +79,13 @@ impl RaftLog {
             || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
+    /// Whether a log ending at (`last_index`, `last_term`) is strictly more
+    /// up to date than this one: it holds an entry this log lacks.
+    pub(crate) fn is_ahead_of_us(&self, last_index: u64, last_term: u64) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index > self.last_index())
+    }
+
     /// Appends one entry at the end.
     pub(crate) fn push(&mut self, entry: Entry) {
         debug_assert_eq!(
@@ -96,7 +103,8 @@ impl RaftLog {
     /// commit index: a committed entry never changes, so such a request
     /// comes from a broken or malicious peer and is refused.
     pub(crate) fn append_after(&mut self, prev_index: u64, entries: &[Entry]) -> Result<u64, u64> {
-        let last_new = prev_index + entries.len() as u64;
+        // `prev_index` comes from the leader: saturate rather than trust it.
+        let last_new = prev_index.saturating_add(entries.len() as u64);
         let first_conflict = entries
             .iter()
             .position(|e| self.term(e.index) != Some(e.term));
@@ -207,7 +215,7 @@ impl RaftLog {
         self.committed = index;
         self.applied = index;
         self.persisted = index;
-        self.unstable_from = index + 1;
+        self.unstable_from = index.saturating_add(1);
     }
 }
 

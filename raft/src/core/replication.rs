@@ -35,7 +35,7 @@ impl Raft {
             if pr.note_tick_stalled() >= limit {
                 // Batches or a snapshot in flight were lost: find the match
                 // point again.
-                let next = pr.matched + 1;
+                let next = pr.after_matched();
                 pr.become_probe(next);
             }
         }
@@ -162,7 +162,7 @@ impl Raft {
                     // earlier AppendEntries was reordered or lost; one
                     // restart per heartbeat interval resends them all.
                     ReplicationState::Replicate => index <= pr.matched || pr.reset_by_reject,
-                    ReplicationState::Probe => index + 1 != pr.next,
+                    ReplicationState::Probe => index.saturating_add(1) != pr.next,
                     // Sent before the snapshot, which supersedes it.
                     ReplicationState::Snapshot { .. } => true,
                 };
@@ -200,12 +200,12 @@ impl Raft {
     /// at or below the snapshot, which sends the snapshot.
     fn next_after_reject(&self, tried: u64, conflict_term: u64, conflict_index: u64) -> u64 {
         if conflict_index < self.log.offset() {
-            return (conflict_index + 1).clamp(1, tried.max(1));
+            return conflict_index.saturating_add(1).clamp(1, tried.max(1));
         }
         let matchable = self
             .log
             .last_index_with_term_at_most(conflict_index, conflict_term);
-        (matchable + 1).clamp(1, tried.max(1))
+        matchable.saturating_add(1).clamp(1, tried.max(1))
     }
 
     /// The commit rule: the highest index stored durably by a quorum, but

@@ -52,7 +52,7 @@ impl Raft {
             return;
         };
         if matches!(pr.state, ReplicationState::Snapshot { .. }) {
-            let next = pr.matched + 1;
+            let next = pr.after_matched();
             pr.become_probe(next);
             // Wait for a heartbeat reply: a follower that is down would
             // otherwise be sent the snapshot again at once, in a loop.
@@ -86,7 +86,7 @@ impl Raft {
         let moved = pr.acknowledge(index);
         if matches!(pr.state, ReplicationState::Snapshot { .. }) {
             // An answer to an older snapshot: still behind the current one.
-            let next = pr.matched + 1;
+            let next = pr.after_matched();
             pr.become_probe(next);
         }
         if moved {

@@ -43,7 +43,7 @@ use super::persist::{
 use super::snapshot_dir::SnapshotDir;
 use super::{Fatal, ProposeError, SnapshotPolicy};
 use crate::core::{self, Message, Raft, Ready, Role, Status};
-use crate::transport::Inbound;
+use crate::transport::{convert, Inbound};
 use crate::types::{Membership, NodeId};
 
 /// Peer messages stepped per turn.
@@ -400,6 +400,12 @@ impl<O: Send + 'static> EventLoop<O> {
 
     fn step_one(&mut self, inb: Inbound) {
         let Inbound { msg, responder } = inb;
+        // Requests were checked where the service read them; replies come
+        // from the peer senders as they arrived, so they are checked here.
+        if let Err(e) = convert::check_message(&msg) {
+            tracing::warn!(node = self.id, from = msg.from, error = %e, "dropping a malformed message");
+            return;
+        }
         if let Some(r) = responder {
             self.stepped.push(msg.rpc_id);
             self.responders.insert(msg.rpc_id, r);

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Config, Persisted, Raft, RaftError, Status};
 use crate::log_store::{LogStore, LogStoreOptions, StoreError};
-use crate::transport::{RaftGrpc, TransportOptions};
+use crate::transport::{RaftGrpc, SnapshotAdmission, TransportOptions};
 use crate::types::{Entry, Membership, NodeId};
 
 pub use crate::transport::RaftService;
@@ -479,7 +479,12 @@ impl<S: StateMachine> RaftNode<S> {
             fatal,
             halted,
         };
+        // The service refuses stale snapshots by the term the event loop
+        // publishes with the status.
+        let admission =
+            SnapshotAdmission::new(id, (&cfg.transport).into()).with_term(node.status.clone());
         let service = RaftGrpc::new(id, inbound_tx, snapshot_dir)
+            .with_snapshot_admission(admission)
             .authenticating_peers(authenticate_peers)
             .into_service();
         Ok((node, service))

@@ -41,6 +41,11 @@ impl SnapshotDir {
         })
     }
 
+    /// The directory itself.
+    pub(crate) fn path(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the snapshot `meta` lives once published.
     pub(crate) fn path_for(&self, meta: &SnapshotMeta) -> PathBuf {
         self.dir

@@ -11,12 +11,19 @@
 //! - [`convert`]: core messages to and from the proto types.
 //! - `snapshot`: InstallSnapshot, streamed in chunks with a checksum of the
 //!   whole file.
+//! - `snapshot_admission`: whether an incoming snapshot stream may be
+//!   written at all, decided on its first chunk (sender, term, size, free
+//!   space, one stream at a time).
 
 pub mod convert;
+mod free_space;
 pub mod peer;
 pub mod server;
 mod snapshot;
+mod snapshot_admission;
 pub mod tls;
+#[cfg(test)]
+mod untrusted_tests;
 
 use std::time::Duration;
 
@@ -25,6 +32,7 @@ use tokio::sync::oneshot;
 use crate::core::Message;
 
 pub use server::{RaftGrpc, RaftService};
+pub(crate) use snapshot_admission::SnapshotAdmission;
 pub use tls::TlsFiles;
 
 /// Largest gRPC message accepted or sent between nodes. It must stay well
@@ -41,7 +49,7 @@ pub(crate) struct Inbound {
     pub(crate) responder: Option<oneshot::Sender<Message>>,
 }
 
-/// Timeouts and limits of the outbound side.
+/// Timeouts and limits of the transport.
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
     /// Time allowed to open a TCP connection to a peer.
@@ -64,6 +72,19 @@ pub struct TransportOptions {
     /// and must prove their node id, and the Raft service accepts a
     /// message only from a certificate naming its sender (see [`tls`]).
     pub tls: Option<TlsFiles>,
+    /// Largest snapshot this node accepts from a leader, in bytes. A
+    /// stream announcing more is refused before anything is written; the
+    /// free space of the snapshot directory is checked as well, so this is
+    /// a ceiling for file systems whose free space says little (quotas,
+    /// network mounts). Raise it for a database larger than the default.
+    pub snapshot_max_bytes: u64,
+    /// Bytes of the snapshot directory's file system that an incoming
+    /// snapshot must leave free, for the log and the state machine.
+    pub snapshot_disk_reserve: u64,
+    /// An incoming snapshot stream that sends no chunk for this long is
+    /// dropped and its temporary file removed, so a stalled or hostile
+    /// sender does not hold the one receiving slot (and the disk) forever.
+    pub snapshot_idle_timeout: Duration,
 }
 
 impl Default for TransportOptions {
@@ -76,6 +97,9 @@ impl Default for TransportOptions {
             max_unary_inflight: 64,
             reconnect_backoff: (Duration::from_millis(20), Duration::from_secs(1)),
             tls: None,
+            snapshot_max_bytes: 64 << 30,
+            snapshot_disk_reserve: 256 << 20,
+            snapshot_idle_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -11,6 +11,11 @@
 //! sender's certificate ([`super::tls`]); a message that is not is refused
 //! (`permission_denied`) and a stream carrying one is closed, before the
 //! core sees it.
+//!
+//! A malformed request (a term or index out of range, entries that are not
+//! a piece of a log; see [`convert::check_message`]) never reaches the
+//! core: a unary call answers `invalid_argument`, and a stream stops there
+//! and ends with `invalid_argument` after the replies already due.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +29,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{self, ConvertError};
+use super::snapshot_admission::{SnapshotAdmission, SnapshotLimits};
 use super::tls::SenderCheck;
-use super::{snapshot, Inbound, MAX_MESSAGE_BYTES};
+use super::{snapshot, Inbound, TransportOptions, MAX_MESSAGE_BYTES};
 use crate::core::{Message, MessageBody};
 use crate::driver::snapshot_dir::SnapshotDir;
 use crate::types::NodeId;
@@ -51,15 +57,19 @@ pub struct RaftGrpc {
     snapshots: SnapshotDir,
     /// Whether senders must prove their node id with a TLS certificate.
     authenticate: bool,
+    /// Which snapshot streams may be written there.
+    admission: SnapshotAdmission,
 }
 
 impl RaftGrpc {
     pub(crate) fn new(id: NodeId, inbound: mpsc::Sender<Inbound>, snapshots: SnapshotDir) -> Self {
+        let limits = SnapshotLimits::from(&TransportOptions::default());
         RaftGrpc {
             id,
             inbound,
             next_rpc_id: Arc::new(AtomicU64::new(1)),
             snapshots,
+            admission: SnapshotAdmission::new(id, limits),
             authenticate: false,
         }
     }
@@ -81,6 +91,13 @@ impl RaftGrpc {
         } else {
             SenderCheck::Off
         }
+    }
+
+    /// Holds incoming snapshots to `admission` (the node's term and limits)
+    /// instead of the default limits with no term check.
+    pub(crate) fn with_snapshot_admission(mut self, admission: SnapshotAdmission) -> Self {
+        self.admission = admission;
+        self
     }
 
     /// Wraps this service for a tonic router, with message limits that fit
@@ -115,7 +132,8 @@ impl RaftGrpc {
     /// Reads a peer's request stream into the event loop on a task of its
     /// own, queueing each request's peer `rpc_id` and reply receiver on
     /// `pending` for the reply stream. Stops at the end of the stream, at a
-    /// malformed request, or when the reply stream is gone.
+    /// malformed request (whose refusal goes to `refused`), or when the
+    /// reply stream is gone.
     fn forward_stream<T: Send + 'static>(
         &self,
         mut sender: SenderCheck,
@@ -123,7 +141,7 @@ impl RaftGrpc {
         rpc: &'static str,
         peer_rpc_id: fn(&T) -> u64,
         from_proto: fn(T) -> Result<Message, ConvertError>,
-        pending: mpsc::Sender<(u64, oneshot::Receiver<Message>)>,
+        (pending, refused): StreamReplies,
     ) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -141,6 +159,7 @@ impl RaftGrpc {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(node = this.id, rpc, error = %e, "malformed request on stream");
+                        let _ = refused.send(malformed(e));
                         break;
                     }
                 };
@@ -151,6 +170,7 @@ impl RaftGrpc {
                         from = msg.from,
                         "message whose sender's certificate does not name it; closing the stream"
                     );
+                    let _ = refused.send(not_the_sender(msg.from));
                     break;
                 }
                 let Ok(rx) = this.submit(msg).await else {
@@ -164,6 +184,13 @@ impl RaftGrpc {
         });
     }
 }
+
+/// Where a forwarded stream's requests go for their replies, and where the
+/// refusal that ends it goes.
+type StreamReplies = (
+    mpsc::Sender<(u64, oneshot::Receiver<Message>)>,
+    oneshot::Sender<Status>,
+);
 
 /// `msg`, if its sender's certificate names its `from`.
 fn proven(sender: &mut SenderCheck, msg: Message) -> Result<Message, Status> {
@@ -186,6 +213,22 @@ fn internal(e: ConvertError) -> Status {
     Status::internal(e.to_string())
 }
 
+/// A peer's request this node refuses to read.
+fn malformed(e: ConvertError) -> Status {
+    Status::invalid_argument(format!("malformed raft message: {e}"))
+}
+
+/// `replies`, then the refusal of the request stream, if it was cut.
+fn then_refusal<T>(
+    replies: impl Stream<Item = Result<T, Status>>,
+    refused: oneshot::Receiver<Status>,
+) -> impl Stream<Item = Result<T, Status>> {
+    // `refused` is settled once the reading task ends, which is before the
+    // replies end: dropped without a value when nothing was refused.
+    let refusal = futures::stream::once(refused).filter_map(|r| async move { r.ok().map(Err) });
+    replies.chain(refusal)
+}
+
 type AppendReplies =
     Pin<Box<dyn Stream<Item = Result<pb::AppendEntriesResponse, Status>> + Send + 'static>>;
 type HeartbeatReplies =
@@ -200,7 +243,8 @@ impl Raft for RaftGrpc {
         let mut sender = self.sender_check(&request);
         let req = request.into_inner();
         let peer_rpc_id = req.rpc_id;
-        let msg = proven(&mut sender, convert::vote_request_from_proto(req))?;
+        let msg = convert::vote_request_from_proto(req).map_err(malformed)?;
+        let msg = proven(&mut sender, msg)?;
         let reply = self.call(msg).await?;
         let mut out = convert::vote_response_to_proto(reply).map_err(internal)?;
         out.rpc_id = peer_rpc_id;
@@ -214,13 +258,14 @@ impl Raft for RaftGrpc {
         request: Request<Streaming<pb::AppendEntriesRequest>>,
     ) -> Result<Response<Self::AppendEntriesStream>, Status> {
         let (pending_tx, pending_rx) = mpsc::channel(STREAM_PENDING);
+        let (refused_tx, refused_rx) = oneshot::channel();
         self.forward_stream(
             self.sender_check(&request),
             request.into_inner(),
             "AppendEntries",
             |r| r.rpc_id,
             convert::append_request_from_proto,
-            pending_tx,
+            (pending_tx, refused_tx),
         );
         let replies = futures::stream::unfold(pending_rx, |mut pending| async move {
             loop {
@@ -236,7 +281,7 @@ impl Raft for RaftGrpc {
                 return Some((item, pending));
             }
         });
-        Ok(Response::new(Box::pin(replies)))
+        Ok(Response::new(Box::pin(then_refusal(replies, refused_rx))))
     }
 
     type HeartbeatsStream = HeartbeatReplies;
@@ -246,13 +291,14 @@ impl Raft for RaftGrpc {
         request: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatsStream>, Status> {
         let (pending_tx, pending_rx) = mpsc::channel(HEARTBEATS_PENDING);
+        let (refused_tx, refused_rx) = oneshot::channel();
         self.forward_stream(
             self.sender_check(&request),
             request.into_inner(),
             "Heartbeat",
             |r| r.rpc_id,
-            |r| Ok(convert::heartbeat_request_from_proto(r)),
-            pending_tx,
+            convert::heartbeat_request_from_proto,
+            (pending_tx, refused_tx),
         );
         // Unlike AppendEntries, order does not matter (the leader matches
         // replies by round), so a reply the core defers until its term is
@@ -272,7 +318,7 @@ impl Raft for RaftGrpc {
                         .map_err(internal),
                 )
             });
-        Ok(Response::new(Box::pin(replies)))
+        Ok(Response::new(Box::pin(then_refusal(replies, refused_rx))))
     }
 
     async fn heartbeat(
@@ -282,7 +328,8 @@ impl Raft for RaftGrpc {
         let mut sender = self.sender_check(&request);
         let req = request.into_inner();
         let peer_rpc_id = req.rpc_id;
-        let msg = proven(&mut sender, convert::heartbeat_request_from_proto(req))?;
+        let msg = convert::heartbeat_request_from_proto(req).map_err(malformed)?;
+        let msg = proven(&mut sender, msg)?;
         let reply = self.call(msg).await?;
         let mut out = convert::heartbeat_response_to_proto(reply).map_err(internal)?;
         out.rpc_id = peer_rpc_id;
@@ -298,7 +345,8 @@ impl Raft for RaftGrpc {
         let term = req.term;
         // The core never answers TimeoutNow (it starts an election), so it
         // goes in without a responder and is acknowledged on receipt.
-        let msg = proven(&mut sender, convert::timeout_now_from_proto(req))?;
+        let msg = convert::timeout_now_from_proto(req).map_err(malformed)?;
+        let msg = proven(&mut sender, msg)?;
         self.inbound
             .send(Inbound {
                 msg,
@@ -316,7 +364,14 @@ impl Raft for RaftGrpc {
         request: Request<Streaming<pb::InstallSnapshotChunk>>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
         let sender = self.sender_check(&request);
-        let msg = snapshot::receive(self.id, sender, request.into_inner(), &self.snapshots).await?;
+        let msg = snapshot::receive(
+            self.id,
+            sender,
+            request.into_inner(),
+            &self.snapshots,
+            &self.admission,
+        )
+        .await?;
         let reply = self.call(msg).await?;
         let MessageBody::InstallSnapshotResponse { index } = reply.body else {
             return Err(internal(ConvertError::UnexpectedBody {

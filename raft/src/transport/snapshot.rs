@@ -2,14 +2,19 @@
 //!
 //! The sender streams the current snapshot file in order, every chunk
 //! carrying the snapshot's metadata, the last one the CRC-32 of the whole
-//! file. The receiver writes the chunks to a temporary file, checks order,
-//! size and checksum, then publishes the file (fsync, rename, fsync of the
-//! directory) before the core hears of the snapshot. Both sides log
-//! progress (bytes / total) every tenth of the way.
+//! file. The receiver first has the stream admitted on its first chunk
+//! (`snapshot_admission`: nothing is written for a stream refused there),
+//! then writes the chunks to a temporary file, checks order, size and
+//! checksum, and publishes the file (fsync, rename, fsync of the
+//! directory) before the core hears of the snapshot. A stream that goes
+//! quiet for the idle timeout is dropped; the temporary file of a stream
+//! that ends in any way but published is removed. Both sides log progress
+//! (bytes / total) every tenth of the way.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use resqlite_proto::raft as pb;
@@ -19,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use super::snapshot_admission::SnapshotAdmission;
 use super::tls::SenderCheck;
 use crate::core::{Message, MessageBody};
 use crate::driver::snapshot_dir::{Current as SnapshotSource, SnapshotDir};
@@ -159,29 +165,84 @@ fn read_chunks(
     }
 }
 
-/// Receives a whole snapshot into `dir`, verifies it and publishes it.
-/// Returns the InstallSnapshot message for the core.
+/// A temporary file that is removed when dropped, unless it was published:
+/// whether the stream failed, timed out, or its handler was dropped with
+/// the connection, no partial snapshot is left to fill the disk.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("only taken when published")
+    }
+
+    /// The file was renamed into place: keep it.
+    fn published(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // One unlink, not worth a blocking task; a file never created
+        // (refused at its first chunk) is not there to remove.
+        if let Some(path) = self.0.take() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "removed a partial snapshot"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a partial snapshot")
+                }
+            }
+        }
+    }
+}
+
+/// The next chunk, or `deadline_exceeded` after `idle` without one.
+async fn next_chunk(
+    chunks: &mut Streaming<pb::InstallSnapshotChunk>,
+    idle: Duration,
+) -> Result<pb::InstallSnapshotChunk, Status> {
+    match tokio::time::timeout(idle, chunks.message()).await {
+        Ok(Ok(Some(chunk))) => Ok(chunk),
+        Ok(Ok(None)) => Err(Status::invalid_argument(
+            "snapshot stream: ended before the last chunk",
+        )),
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "snapshot stream: no chunk for {idle:?}; transfer dropped"
+        ))),
+    }
+}
+
+/// Receives a whole snapshot into `dir`, verifies it and publishes it, if
+/// `admission` admits the stream on its first chunk. Returns the
+/// InstallSnapshot message for the core.
 pub(crate) async fn receive(
     me: NodeId,
-    sender: SenderCheck,
+    mut sender: SenderCheck,
     mut chunks: Streaming<pb::InstallSnapshotChunk>,
     dir: &SnapshotDir,
+    admission: &SnapshotAdmission,
 ) -> Result<Message, Status> {
-    let tmp = dir.temp_path();
-    let result = receive_into(me, sender, &mut chunks, &tmp).await;
-    let (head, meta) = match result {
-        Ok(done) => done,
-        Err(status) => {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(tmp)).await;
-            return Err(status);
-        }
-    };
+    let idle = admission.idle_timeout();
+    let first = next_chunk(&mut chunks, idle).await?;
+    // Before anything else, the sender must be who it claims to be: an
+    // impostor may not even hold the receiving slot.
+    if !sender.allows(first.from) {
+        return Err(super::server::not_the_sender(first.from));
+    }
+    // Held until the file is published or removed.
+    let _admitted = admission.admit(&first, dir.path()).await?;
+    let tmp = TempFile(Some(dir.temp_path()));
+    let (head, meta) = receive_into(me, first, &mut chunks, tmp.path(), idle).await?;
     let publish_dir = dir.clone();
     let published_meta = meta.clone();
-    tokio::task::spawn_blocking(move || publish_dir.publish(&tmp, &published_meta))
+    let path = tmp.path().to_path_buf();
+    tokio::task::spawn_blocking(move || publish_dir.publish(&path, &published_meta))
         .await
         .map_err(|e| Status::internal(format!("publish task: {e}")))?
         .map_err(|e| Status::internal(format!("publishing the snapshot: {e}")))?;
+    tmp.published();
     Ok(Message {
         from: head.from,
         to: head.to,
@@ -191,13 +252,15 @@ pub(crate) async fn receive(
     })
 }
 
-/// Writes the chunks to `tmp`; returns the first chunk's header and the
-/// snapshot's metadata once the whole file checks out.
+/// Writes `first` and the chunks after it to `tmp`; returns the first
+/// chunk's header and the snapshot's metadata once the whole file checks
+/// out.
 async fn receive_into(
     me: NodeId,
-    mut sender: SenderCheck,
+    first: pb::InstallSnapshotChunk,
     chunks: &mut Streaming<pb::InstallSnapshotChunk>,
     tmp: &Path,
+    idle: Duration,
 ) -> Result<(pb::InstallSnapshotChunk, SnapshotMeta), Status> {
     let bad = |why: String| Status::invalid_argument(format!("snapshot stream: {why}"));
     let mut file: Option<File> = None;
@@ -205,11 +268,12 @@ async fn receive_into(
     let mut crc = crc32fast::Hasher::new();
     let mut written = 0u64;
     let mut progress = Progress::new(0);
+    let mut pending = Some(first);
     loop {
-        let chunk = chunks
-            .message()
-            .await?
-            .ok_or_else(|| bad("ended before the last chunk".to_string()))?;
+        let chunk = match pending.take() {
+            Some(chunk) => chunk,
+            None => next_chunk(chunks, idle).await?,
+        };
         let first = head.get_or_insert_with(|| pb::InstallSnapshotChunk {
             data: Bytes::new(),
             ..chunk.clone()
@@ -225,10 +289,6 @@ async fn receive_into(
                 "chunk at offset {} where {written} was expected",
                 chunk.offset
             )));
-        }
-        // Before a byte reaches the disk: the sender must be who it claims.
-        if !sender.allows(first.from) {
-            return Err(super::server::not_the_sender(first.from));
         }
         if written == 0 {
             progress = Progress::new(chunk.total_size);
