@@ -123,6 +123,7 @@ pub(crate) async fn run<E: Executor>(
         settings,
         cancel,
         statements: HashMap::new(),
+        prepared_bytes: 0,
         portals: HashMap::new(),
         transaction: TransactionStatus::Idle,
     }
@@ -154,6 +155,9 @@ pub(crate) struct Connection<E> {
     pub(crate) cancel: Option<Arc<ConnectionHandle>>,
     /// Prepared statements by name; the unnamed one is "".
     pub(crate) statements: HashMap<String, Arc<Prepared>>,
+    /// Bytes of SQL text in `statements` (bounded by
+    /// [`crate::options::MAX_PREPARED_BYTES`]).
+    pub(crate) prepared_bytes: usize,
     /// Portals by name; the unnamed one is "".
     pub(crate) portals: HashMap<String, Portal>,
     pub(crate) transaction: TransactionStatus,

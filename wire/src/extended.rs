@@ -23,6 +23,7 @@ use crate::connection::{Connection, Failure};
 use crate::errors::protocol_violation;
 use crate::executor::{Column, Executor, SqlError, Value};
 use crate::large_statement::LARGE_STATEMENT_BYTES;
+use crate::options::{MAX_BOUND_BYTES, MAX_PORTALS, MAX_PREPARED_BYTES, MAX_PREPARED_STATEMENTS};
 use crate::rows::{Chunk, RowStream};
 use crate::session;
 use crate::types::{data_row, decode_param, formats, row_description, type_oid, Format};
@@ -55,6 +56,26 @@ pub(crate) struct Portal {
     statement: Arc<Prepared>,
     formats: Vec<Format>,
     state: PortalState,
+    /// Bytes of the parameters as bound, counted while they are held.
+    bound_bytes: usize,
+}
+
+impl Portal {
+    /// Bytes of parameters this portal still holds (none once run).
+    fn held_bytes(&self) -> usize {
+        match self.state {
+            PortalState::Bound(_) => self.bound_bytes,
+            _ => 0,
+        }
+    }
+}
+
+/// The refusal of a statement or portal beyond a connection's limits.
+fn connection_limit(what: &str, limit: String) -> SqlError {
+    SqlError::new(
+        "54000",
+        format!("too many {what} on this connection (limit {limit}): close some first"),
+    )
 }
 
 #[derive(Debug)]
@@ -151,6 +172,24 @@ impl<E: Executor> Connection<E> {
                 columns: description.columns,
             }
         };
+        let replaced = self.statements.get(&name).map_or(0, |p| p.sql.len());
+        let bytes = self.prepared_bytes - replaced + prepared.sql.len();
+        if !self.statements.contains_key(&name) && self.statements.len() >= MAX_PREPARED_STATEMENTS
+        {
+            return Err(connection_limit(
+                "prepared statements",
+                MAX_PREPARED_STATEMENTS.to_string(),
+            )
+            .into());
+        }
+        if bytes > MAX_PREPARED_BYTES {
+            return Err(connection_limit(
+                "bytes of prepared statements",
+                format!("{} MiB", MAX_PREPARED_BYTES >> 20),
+            )
+            .into());
+        }
+        self.prepared_bytes = bytes;
         self.statements.insert(name, Arc::new(prepared));
         self.feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
@@ -197,12 +236,32 @@ impl<E: Executor> Connection<E> {
                 SqlError::new("42P03", format!("portal \"{portal_name}\" already exists")).into(),
             );
         }
+        let replaced = self.portals.get(&portal_name);
+        let is_new = replaced.is_none();
+        let held: usize = self.portals.values().map(Portal::held_bytes).sum::<usize>()
+            - replaced.map_or(0, Portal::held_bytes);
+        if is_new && self.portals.len() >= MAX_PORTALS {
+            return Err(connection_limit("portals", MAX_PORTALS.to_string()).into());
+        }
+        let bound_bytes: usize = bind
+            .parameters
+            .iter()
+            .map(|p| p.as_ref().map_or(0, |b| b.len()))
+            .sum();
+        if held + bound_bytes > MAX_BOUND_BYTES {
+            return Err(connection_limit(
+                "bytes of bound parameters",
+                format!("{} MiB", MAX_BOUND_BYTES >> 20),
+            )
+            .into());
+        }
         self.portals.insert(
             portal_name,
             Portal {
                 statement,
                 formats: result_formats,
                 state: PortalState::Bound(params),
+                bound_bytes,
             },
         );
         self.feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
@@ -341,7 +400,9 @@ impl<E: Executor> Connection<E> {
         let name = name_of(close.name);
         // Closing something that does not exist is not an error.
         if close.target_type == TARGET_TYPE_BYTE_STATEMENT {
-            self.statements.remove(&name);
+            if let Some(closed) = self.statements.remove(&name) {
+                self.prepared_bytes -= closed.sql.len();
+            }
         } else {
             self.portals.remove(&name);
         }

@@ -26,18 +26,24 @@ use crate::executor::SqlError;
 /// Statements of at least this many bytes (text and parameters) are handled
 /// on a blocking thread: below it, their preparation takes a few
 /// milliseconds of a worker even in a debug build.
-pub(crate) const LARGE_STATEMENT_BYTES: usize = 64 << 10;
+pub const LARGE_STATEMENT_BYTES: usize = 64 << 10;
 
 /// Large statements handled at once per server; more wait for a turn.
-pub(crate) const MAX_IN_FLIGHT: usize = 2;
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// The blocking threads large statements run on.
-pub(crate) struct LargeStatements {
+pub struct LargeStatements {
     turns: Arc<Semaphore>,
 }
 
+impl Default for LargeStatements {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LargeStatements {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         LargeStatements {
             turns: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
@@ -55,10 +61,7 @@ impl LargeStatements {
     /// caught as [`crate::guard::catch`] does. `make` owns what the
     /// executor's call borrows. Dropping the returned future (a cancel, a
     /// timeout, a hangup) drops the call on its thread too.
-    pub(crate) async fn call<T, F>(
-        &self,
-        make: impl FnOnce() -> F + Send + 'static,
-    ) -> Result<T, SqlError>
+    pub async fn call<T, F>(&self, make: impl FnOnce() -> F + Send + 'static) -> Result<T, SqlError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, SqlError>>,
@@ -99,7 +102,7 @@ impl LargeStatements {
 }
 
 /// Bytes a statement brings: its text and its parameters' values.
-pub(crate) fn statement_bytes(sql: &str, params: &[crate::executor::Value]) -> usize {
+pub fn statement_bytes(sql: &str, params: &[crate::executor::Value]) -> usize {
     use crate::executor::Value;
     let params: usize = params
         .iter()

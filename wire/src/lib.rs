@@ -29,7 +29,11 @@ pub use auth::{Roles, ScramVerifier, SCRAM_ITERATIONS};
 pub use executor::{
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
-pub use options::{Auth, ClientTls, WireOptions, DEFAULT_MAX_CONNECTIONS, MAX_STATEMENT_BYTES};
+pub use large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
+pub use options::{
+    Auth, ClientTls, WireOptions, DEFAULT_MAX_CONNECTIONS, MAX_BOUND_BYTES, MAX_PORTALS,
+    MAX_PREPARED_BYTES, MAX_PREPARED_STATEMENTS, MAX_STATEMENT_BYTES,
+};
 pub use rows::{
     row_channel, Chunk, Reply, RowBatch, RowSender, RowStream, Stopped, BATCH_BYTES,
     CONTENDED_STALL_LIMIT, QUEUED_BATCHES, STALLED_CLIENT_LIMIT,

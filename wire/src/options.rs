@@ -26,6 +26,23 @@ pub const MAX_STATEMENT_BYTES: usize = 8 << 20;
 /// `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
 
+/// Prepared statements one connection may hold at once (pgjdbc caches up
+/// to 256, psycopg 100). Parse beyond it is refused with 54000 until the
+/// client closes some: a connection's statements cannot grow without end.
+pub const MAX_PREPARED_STATEMENTS: usize = 10_000;
+
+/// Bytes of SQL text one connection's prepared statements may hold
+/// together.
+pub const MAX_PREPARED_BYTES: usize = 64 << 20;
+
+/// Portals one connection may hold at once (they live until the end of
+/// their transaction; a running one holds up to one batch of rows).
+pub const MAX_PORTALS: usize = 256;
+
+/// Bytes of bound, not yet executed parameters one connection's portals
+/// may hold together.
+pub const MAX_BOUND_BYTES: usize = 64 << 20;
+
 /// How clients prove who they are at startup.
 #[derive(Clone, Default)]
 #[non_exhaustive]

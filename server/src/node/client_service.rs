@@ -8,7 +8,9 @@ use resqlite_proto::client::client_server::Client;
 use resqlite_proto::client::{
     ClientCommandRequest, ClientCommandResponse, ClientError, Column, Row,
 };
-use resqlite_wire::{Session, SqlError};
+use resqlite_wire::{
+    statement_bytes, LargeStatements, Outcome, Session, SqlError, Value, LARGE_STATEMENT_BYTES,
+};
 use tonic::{Request, Response, Status};
 
 use super::Node;
@@ -22,12 +24,18 @@ pub const MAX_RESULT_BYTES: usize = 64 << 20;
 /// The gRPC service; add it to the node's tonic server.
 pub struct ClientCommandService {
     node: Arc<Node>,
+    /// Statements of 64 KiB or more are prepared off the async workers,
+    /// as on the PostgreSQL port (see `resqlite_wire::LargeStatements`).
+    large: Arc<LargeStatements>,
 }
 
 impl ClientCommandService {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> Self {
-        ClientCommandService { node }
+        ClientCommandService {
+            node,
+            large: Arc::new(LargeStatements::new()),
+        }
     }
 
     fn error(&self, e: SqlError) -> ClientCommandResponse {
@@ -72,23 +80,14 @@ impl Client for ClientCommandService {
                 return Ok(Response::new(self.error(e)));
             }
         };
-        let params = req.params.into_iter().map(from_proto).collect();
-        let result = match req.read_consistency.as_str() {
-            "" | "linearizable" => self.node.run(&operator_session(false), &sql, params).await,
-            "weak" => self.node.run(&operator_session(true), &sql, params).await,
-            "local" => self.node.read_local(&sql, params).await,
-            other => Err(SqlError::new(
-                "22023",
-                format!(
-                    "read_consistency must be 'linearizable', 'weak' or 'local', not {other:?}"
-                ),
-            )),
-        };
-        // One message carries the whole answer: its size is bounded here,
-        // where the PostgreSQL front end streams.
-        let result = match result {
-            Ok(reply) => reply.collect(MAX_RESULT_BYTES).await,
-            Err(e) => Err(e),
+        let params: Vec<_> = req.params.into_iter().map(from_proto).collect();
+        let node = Arc::clone(&self.node);
+        let consistency = req.read_consistency;
+        let result = if statement_bytes(&sql, &params) >= LARGE_STATEMENT_BYTES {
+            let make = move || async move { answer(&node, &consistency, &sql, params).await };
+            self.large.call(make).await
+        } else {
+            answer(&node, &consistency, &sql, params).await
         };
         let reply = match result {
             Ok(outcome) => ClientCommandResponse {
@@ -126,6 +125,32 @@ fn rows_affected(tag: &str) -> u64 {
         }
         _ => 0,
     }
+}
+
+/// Runs one statement with the read consistency asked for and collects its
+/// whole answer.
+async fn answer(
+    node: &Node,
+    consistency: &str,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Outcome, SqlError> {
+    let reply = match consistency {
+        "" | "linearizable" => node.run(&operator_session(false), sql, params).await?,
+        "weak" => node.run(&operator_session(true), sql, params).await?,
+        "local" => node.read_local(sql, params).await?,
+        other => {
+            return Err(SqlError::new(
+                "22023",
+                format!(
+                    "read_consistency must be 'linearizable', 'weak' or 'local', not {other:?}"
+                ),
+            ))
+        }
+    };
+    // One message carries the whole answer: its size is bounded here,
+    // where the PostgreSQL front end streams.
+    reply.collect(MAX_RESULT_BYTES).await
 }
 
 /// ClientCommand callers hold an operator's or a node's certificate (or the

@@ -493,3 +493,47 @@ async fn a_client_leaving_mid_query_disturbs_no_one() {
     let mut late = Raw::connect(addr, &[]).await;
     assert_eq!(kinds(&late.simple("SELECT 1").await), "TDC");
 }
+
+fn close_statement(name: &str) -> Vec<u8> {
+    let mut body = vec![b'S'];
+    body.extend(cstr(name));
+    message(b'C', &body)
+}
+
+#[tokio::test]
+async fn a_connection_holds_a_bounded_number_of_statements_and_portals() {
+    use resqlite_wire::{MAX_PORTALS, MAX_PREPARED_STATEMENTS};
+    let (_fake, addr) = server().await;
+    let mut raw = Raw::connect(addr, &[]).await;
+
+    let mut batch = Vec::new();
+    for i in 0..MAX_PREPARED_STATEMENTS {
+        batch.extend(parse(&format!("s{i}"), "SELECT 1", &[]));
+    }
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(reply.len(), MAX_PREPARED_STATEMENTS, "all parsed");
+    let mut one_more = parse("extra", "SELECT 1", &[]);
+    one_more.extend(sync());
+    raw.send(&one_more).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(sqlstate(&reply), "54000");
+    // Closing one makes room.
+    let mut again = close_statement("s0");
+    again.extend(parse("extra", "SELECT 1", &[]));
+    again.extend(sync());
+    raw.send(&again).await;
+    assert_eq!(kinds(&raw.until_ready().await), "31");
+
+    // Portals: all bound before one Sync, the one beyond the limit refused.
+    let mut batch = Vec::new();
+    for i in 0..=MAX_PORTALS {
+        batch.extend(bind(&format!("p{i}"), "s1", &[], &[], &[]));
+    }
+    batch.extend(sync());
+    raw.send(&batch).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(reply.len(), MAX_PORTALS + 1, "{}", kinds(&reply));
+    assert_eq!(sqlstate(&reply), "54000");
+}
