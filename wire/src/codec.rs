@@ -7,6 +7,9 @@
 //! message over the size limit is refused from its header and skipped as it
 //! arrives, never buffered.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 use pgwire::api::DefaultClient;
 use pgwire::messages::{DecodeContext, PgWireBackendMessage, PgWireFrontendMessage};
@@ -30,6 +33,44 @@ pub(crate) enum Inbound {
     Fatal(SqlError),
 }
 
+/// Messages at least this long count against the server's
+/// [`ReceiveBudget`] while they are being received.
+const BUDGETED_MESSAGE_BYTES: usize = 64 << 10;
+
+/// Bytes of large messages being received at once, across all connections
+/// of one server: a message cut off half-way holds its buffer until the
+/// connection ends, and with a full statement of 8 MiB per connection
+/// `max_connections` such clients would pin far more than a node may use.
+/// A large message that would pass the budget is refused from its header
+/// (53000) and skipped as it arrives, not buffered; the connection goes on.
+#[derive(Debug)]
+pub(crate) struct ReceiveBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ReceiveBudget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ReceiveBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Takes `n` bytes if they fit.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// The server side of the protocol's framing. It also holds the client's
 /// connection state, which decoding depends on (startup vs typed messages,
 /// protocol version).
@@ -42,6 +83,16 @@ pub(crate) struct WireCodec {
     typed: bool,
     /// A fatal error was reported: nothing more is read.
     failed: bool,
+    /// Shared by the server's connections; `held` bytes of it are the
+    /// message being received here.
+    budget: Arc<ReceiveBudget>,
+    held: usize,
+}
+
+impl Drop for WireCodec {
+    fn drop(&mut self) {
+        self.budget.give_back(std::mem::take(&mut self.held));
+    }
 }
 
 impl WireCodec {
@@ -52,7 +103,16 @@ impl WireCodec {
             discard: 0,
             typed: false,
             failed: false,
+            budget: ReceiveBudget::new(usize::MAX),
+            held: 0,
         }
+    }
+
+    /// Counts large messages against `budget`, shared with the server's
+    /// other connections.
+    pub(crate) fn with_budget(mut self, budget: Arc<ReceiveBudget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     fn context(&self) -> DecodeContext {
@@ -131,9 +191,28 @@ impl WireCodec {
             });
         }
         if src.len() < 5 + body_len {
+            if body_len >= BUDGETED_MESSAGE_BYTES && self.held == 0 {
+                if !self.budget.take(body_len) {
+                    src.advance(5);
+                    self.discard = body_len;
+                    return Some(Inbound::Refused {
+                        error: SqlError::new(
+                            "53000",
+                            format!(
+                                "the server is receiving too many large messages at once \
+                                 ({} MiB in all); retry",
+                                self.budget.limit >> 20
+                            ),
+                        ),
+                        extended,
+                    });
+                }
+                self.held = body_len;
+            }
             src.reserve(5 + body_len - src.len());
             return None;
         }
+        self.budget.give_back(std::mem::take(&mut self.held));
         let mut frame = src.split_to(5 + body_len);
         if kind == b'F' {
             return Some(Inbound::Refused {
@@ -423,6 +502,46 @@ mod tests {
             items[0],
             Inbound::Message(PgWireFrontendMessage::Sync(_))
         ));
+    }
+
+    #[test]
+    fn half_received_large_messages_share_one_budget() {
+        let budget = ReceiveBudget::new(100 << 10);
+        let mut a = codec(1 << 20).with_budget(Arc::clone(&budget));
+        let mut b = codec(1 << 20).with_budget(Arc::clone(&budget));
+        let mut sql = vec![b'x'; 80 << 10];
+        sql.push(0);
+        let whole = frame(b'Q', &sql);
+        // A has half of its message: it holds the budget.
+        let mut a_src = whole.clone();
+        let a_rest = a_src.split_off(40 << 10);
+        assert!(decode_all(&mut a, a_src.clone()).is_empty());
+        // B's large message does not fit: refused from its header, skipped.
+        let mut b_src = whole.clone();
+        let b_rest = b_src.split_off(40 << 10);
+        let items = decode_all(&mut b, b_src);
+        assert_eq!(refused_state(&items[0]), ("53000", false));
+        assert!(
+            decode_all(&mut b, b_rest).is_empty(),
+            "skipped as it arrives"
+        );
+        // A completes: the budget is free again, and B's next one fits.
+        let mut a_all = a_src;
+        a_all.unsplit(a_rest);
+        let items = decode_all(&mut a, a_all);
+        assert!(matches!(items[0], Inbound::Message(_)));
+        assert_eq!(budget.used.load(Ordering::Acquire), 0);
+        let mut b_src = whole.clone();
+        b_src.truncate(40 << 10);
+        assert!(decode_all(&mut b, b_src).is_empty());
+        assert_eq!(
+            budget.used.load(Ordering::Acquire),
+            (80 << 10) + 1,
+            "its body"
+        );
+        // A connection that ends half-way gives its share back.
+        drop(b);
+        assert_eq!(budget.used.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub(crate) async fn run<E: Executor>(
         return Ok(());
     };
     let parts = framed.into_parts();
-    let codec = WireCodec::new(parts.codec.client_info, shared.opts.max_query_bytes);
+    let codec = WireCodec::new(parts.codec.client_info, shared.opts.max_query_bytes)
+        .with_budget(Arc::clone(&shared.receive_budget));
     let mut ours = FramedParts::new(parts.io, codec);
     ours.read_buf = parts.read_buf;
     ours.write_buf = parts.write_buf;

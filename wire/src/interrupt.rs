@@ -83,15 +83,17 @@ impl Interrupts {
                 None => pending().await,
             }
         };
+        // Interrupts first: a read whose next batch is always ready (a
+        // fast endless stream) must still stop once its time is up.
         tokio::select! {
             biased;
-            result = crate::guard::catch(work) => result.map_err(Failure::Sql),
             () = cancelled => Err(Failure::Sql(query_canceled())),
             () = timed_out => Err(Failure::Sql(statement_timeout())),
             () = hung_up(socket) => Err(Failure::Io(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the client hung up while its statement ran",
             ))),
+            result = crate::guard::catch(work) => result.map_err(Failure::Sql),
         }
     }
 }

@@ -26,6 +26,10 @@ pub const MAX_STATEMENT_BYTES: usize = 8 << 20;
 /// `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
 
+/// Bytes of large messages (64 KiB and more) one server receives at once,
+/// over all its connections; see `codec::ReceiveBudget`.
+pub const MAX_RECEIVING_BYTES: usize = 256 << 20;
+
 /// Prepared statements one connection may hold at once (pgjdbc caches up
 /// to 256, psycopg 100). Parse beyond it is refused with 54000 until the
 /// client closes some: a connection's statements cannot grow without end.

@@ -23,6 +23,8 @@ pub(crate) struct Shared<E> {
     pub(crate) startup: Startup<E>,
     /// Cancel keys of the connections that are in.
     pub(crate) cancels: Arc<ConnectionManager>,
+    /// Large messages being received, over all connections.
+    pub(crate) receive_budget: Arc<crate::codec::ReceiveBudget>,
     /// Where large statements are handled, off the async workers.
     pub(crate) large: Arc<LargeStatements>,
 }
@@ -47,6 +49,7 @@ pub async fn serve<E: Executor>(
         opts,
         cancels,
         large: Arc::new(LargeStatements::new()),
+        receive_budget: crate::codec::ReceiveBudget::new(crate::options::MAX_RECEIVING_BYTES),
     });
     let admission = Admission::new(shared.opts.max_connections);
     if let Ok(addr) = listener.local_addr() {
