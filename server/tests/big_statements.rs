@@ -34,7 +34,7 @@ const RSS_BOUND: u64 = 512 << 20;
 async fn views(c: &SqlCluster) -> anyhow::Result<BTreeMap<u64, (String, u64, u64)>> {
     let mut out = BTreeMap::new();
     for id in c.ids() {
-        let mut client = AdminClient::connect(format!("http://{}", c.grpc_addr(id))).await?;
+        let mut client = AdminClient::new(resqlite_tests::grpc::channel(&c.grpc_addr(id)).await?);
         let s = client.node_status(NodeStatusRequest {}).await?.into_inner();
         out.insert(id, (s.role, s.term, s.leader));
     }
@@ -107,7 +107,10 @@ fn affected(messages: &[SimpleQueryMessage]) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_up_to_the_maximum_commit_without_a_leadership_change() {
-    let c = SqlCluster::start(BIN, 3).expect("cluster");
+    let mut c = SqlCluster::prepare(BIN, 3).unwrap();
+    // As deployed: mutual TLS between nodes, SCRAM passwords.
+    c.secure(true).unwrap();
+    c.start_all().unwrap();
     let leader = c.wait_for_leader(ELECTION).await.expect("a leader");
     let db = c.connect(leader).await.unwrap();
     db.batch_execute(

@@ -31,7 +31,7 @@ fn sqlstate(e: &tokio_postgres::Error) -> String {
 }
 
 async fn status(c: &SqlCluster, id: u64) -> anyhow::Result<NodeStatusResponse> {
-    let mut admin = AdminClient::connect(format!("http://{}", c.grpc_addr(id))).await?;
+    let mut admin = AdminClient::new(resqlite_tests::grpc::channel(&c.grpc_addr(id)).await?);
     Ok(admin.node_status(NodeStatusRequest {}).await?.into_inner())
 }
 
@@ -73,7 +73,10 @@ async fn serves_again(db: &tokio_postgres::Client, after: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_class_of_divergence_is_refused_or_applied_identically() {
-    let c = SqlCluster::start(BIN, 3).unwrap();
+    let mut c = SqlCluster::prepare(BIN, 3).unwrap();
+    // As deployed: mutual TLS between nodes, SCRAM passwords.
+    c.secure(true).unwrap();
+    c.start_all().unwrap();
     let leader = c.wait_for_leader(ELECTION).await.unwrap();
     let db = c.connect(leader).await.unwrap();
     db.batch_execute(

@@ -44,6 +44,8 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 /// A 3-node cluster with table `n` of 1,000 rows, and its leader.
 async fn cluster(extra: &[&str]) -> (SqlCluster, u64) {
     let mut c = SqlCluster::prepare(BIN, 3).expect("cluster");
+    // Mutual TLS between nodes (the raw clients here do not speak SCRAM).
+    c.secure(false).expect("certificates");
     c.set_extra_args(extra.iter().map(|s| s.to_string()).collect());
     c.start_all().expect("nodes start");
     let leader = c.wait_for_leader(ELECTION).await.expect("a leader");
@@ -390,13 +392,15 @@ async fn connections_beyond_max_connections_are_refused_and_grpc_still_answers()
             "node {id} holds {during} descriptors"
         );
         // Its gRPC port answers, and so do the clients it serves.
-        let mut admin = tokio::time::timeout(
-            LIVENESS * 5,
-            AdminClient::connect(format!("http://{}", c.grpc_addr(id))),
-        )
-        .await
-        .expect("gRPC connects")
-        .unwrap();
+        let mut admin = AdminClient::new(
+            tokio::time::timeout(
+                LIVENESS * 5,
+                resqlite_tests::grpc::channel(&c.grpc_addr(id)),
+            )
+            .await
+            .expect("gRPC connects")
+            .unwrap(),
+        );
         let status = tokio::time::timeout(LIVENESS * 5, admin.node_status(NodeStatusRequest {}))
             .await
             .expect("gRPC answers")

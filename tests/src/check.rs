@@ -75,10 +75,11 @@ impl CheckReport {
 }
 
 async fn admin(grpc: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    let connect = AdminClient::connect(format!("http://{grpc}"));
-    Ok(tokio::time::timeout(CALL_TIMEOUT, connect)
+    let connect = crate::grpc::channel(grpc);
+    let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
         .await
-        .map_err(|_| anyhow!("{grpc}: no connection within {CALL_TIMEOUT:?}"))??)
+        .map_err(|_| anyhow!("{grpc}: no connection within {CALL_TIMEOUT:?}"))??;
+    Ok(AdminClient::new(channel))
 }
 
 /// `call` on `grpc`'s Admin service, within [`CALL_TIMEOUT`].

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod grpc;
 pub mod jepsen;
 pub mod sql_cluster;
 pub mod writer;

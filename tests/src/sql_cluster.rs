@@ -13,6 +13,7 @@ use anyhow::{anyhow, Context};
 use resqlite_proto::client::client_client::ClientClient;
 use resqlite_proto::client::client_command_request::Statement;
 use resqlite_proto::client::{value, ClientCommandRequest};
+use resqlite_raft::transport::tls::TlsFiles;
 use tokio_postgres::{Client, NoTls};
 
 use crate::cluster::{pick_port, wait_until, NodeId};
@@ -52,6 +53,8 @@ pub struct SqlCluster {
     extra_args: Vec<String>,
     /// Appended to the conninfo of [`SqlCluster::connect`] (a password).
     conninfo_extra: String,
+    /// Flags of [`SqlCluster::secure`], given before `extra_args`.
+    security_args: Vec<String>,
 }
 
 impl SqlCluster {
@@ -88,6 +91,7 @@ impl SqlCluster {
             nodes,
             extra_args: Vec::new(),
             conninfo_extra: String::new(),
+            security_args: Vec::new(),
         })
     }
 
@@ -113,6 +117,65 @@ impl SqlCluster {
     /// `--snapshot-entries 50`) after the flags the cluster sets.
     pub fn set_extra_args(&mut self, args: Vec<String>) {
         self.extra_args = args;
+    }
+
+    /// Before the first start: run the nodes as a deployment should, with
+    /// mutual TLS between them (`--certs-dir`, certificates made with
+    /// `resqlite certs`), TLS offered to clients and, with `passwords`,
+    /// SCRAM passwords (`--password-file`). [`SqlCluster::connect`] then
+    /// logs in with the password (plaintext is still allowed, for
+    /// tokio-postgres), and every gRPC helper of this crate dials with the
+    /// operator certificate.
+    pub fn secure(&mut self, passwords: bool) -> anyhow::Result<()> {
+        let certs = self.dir.path().join("certs");
+        let certs_arg = certs.display().to_string();
+        let run = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new(&self.bin)
+                .arg("certs")
+                .args(args)
+                .args(["--dir", &certs_arg])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "resqlite certs {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        run(&["ca"])?;
+        run(&["admin"])?;
+        run(&["pg", "--host", "127.0.0.1", "--host", "localhost"])?;
+        for id in self.nodes.keys() {
+            run(&["node", "--id", &id.to_string()])?;
+        }
+        let password = "test-superuser-secret";
+        let password_file = self.dir.path().join("superuser-password");
+        fs::write(&password_file, password)?;
+        let read = |name: &str| fs::read(certs.join(name));
+        let admin = TlsFiles {
+            ca_pem: read("ca.pem")?,
+            cert_pem: read("admin.pem")?,
+            key_pem: read("admin.key")?,
+        };
+        for id in self.nodes.keys() {
+            crate::grpc::register_tls(&self.grpc_addr(*id), admin.clone());
+        }
+        self.security_args = vec![
+            "--certs-dir".into(),
+            certs_arg.clone(),
+            "--pg-cert".into(),
+            certs.join("pg-server.pem").display().to_string(),
+            "--pg-key".into(),
+            certs.join("pg-server.key").display().to_string(),
+        ];
+        if passwords {
+            self.security_args.extend([
+                "--password-file".into(),
+                password_file.display().to_string(),
+            ]);
+            self.conninfo_extra = format!("password={password}");
+        }
+        Ok(())
     }
 
     /// Appends `extra` (e.g. `password=secret`) to the conninfo of every
@@ -220,6 +283,7 @@ impl SqlCluster {
                 cmd.arg("--join");
             }
         }
+        cmd.args(&self.security_args);
         cmd.args(&self.extra_args);
         let level = std::env::var("RESQLITE_TEST_LOG").unwrap_or_else(|_| "info".to_string());
         cmd.env("RESQLITE_LOG", level)
@@ -387,8 +451,8 @@ impl SqlCluster {
     /// Node `id`'s own answer to a read, whatever its role (admin path),
     /// each row rendered as text.
     pub async fn local_rows(&self, id: NodeId, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
-        let url = format!("http://127.0.0.1:{}", self.nodes[&id].grpc_port);
-        let mut client = ClientClient::connect(url).await?;
+        let addr = format!("127.0.0.1:{}", self.nodes[&id].grpc_port);
+        let mut client = ClientClient::new(crate::grpc::channel(&addr).await?);
         let resp = client
             .client_command(ClientCommandRequest {
                 statement: Some(Statement::Query(sql.to_string())),
