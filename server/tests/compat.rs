@@ -17,7 +17,9 @@
 //! (`--password-file`), TLS required on the PostgreSQL port (`--pg-cert`,
 //! `--pg-key`, `--pg-tls-required`) and mutual TLS between nodes
 //! (`--certs-dir`). Every client logs in with the password over TLS and
-//! verifies the server's certificate against the cluster's CA.
+//! verifies the server's certificate against the cluster's CA; the suite
+//! also checks that every node refuses a login without a password and a
+//! plaintext connection, so it cannot pass with either silently off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 use resqlite::certs;
 use resqlite_tests::cluster::{wait_until, NodeId};
 use resqlite_tests::sql_cluster::SqlCluster;
+use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[path = "../../compat/rust/sqlx_client.rs"]
@@ -436,8 +439,81 @@ async fn wait_for_leader(c: &SqlCluster, tls: &MakeRustlsConnect) -> anyhow::Res
     .await
 }
 
-/// The matrix and the notes behind it, as markdown.
-fn render_matrix(results: &BTreeMap<&str, Outcome>) -> String {
+/// A server error as `SQLSTATE message`; a client-side one with its causes.
+fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(d) = e.as_db_error() {
+        return format!("{} {}", d.code().code(), d.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// Proves the cluster is not open: on every node a login without a
+/// password, with a wrong one, and a plaintext login with the right one
+/// are all refused. Returns what was seen (for the matrix) and the
+/// problems (a login that got in).
+async fn refusals(c: &SqlCluster, tls: &MakeRustlsConnect) -> (Vec<String>, Vec<String>) {
+    let password = tokio_postgres_client::quoted(PASSWORD);
+    // (what, conninfo, the SQLSTATE of the refusal, or None: tokio-postgres
+    // gives up with "password missing" once the server asks for one).
+    let probes: [(&str, String, Option<&str>); 3] = [
+        ("no password, TLS", "sslmode=require".into(), None),
+        (
+            "a wrong password, TLS",
+            "password='not the password' sslmode=require".into(),
+            Some("28P01"),
+        ),
+        (
+            "the right password, plaintext",
+            format!("password={password} sslmode=disable"),
+            Some("28000"),
+        ),
+    ];
+    let mut seen: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for (what, auth, want) in &probes {
+        for id in c.ids() {
+            let port = c.pg_port(id);
+            let got = if want == &Some("28000") {
+                let conninfo =
+                    format!("host=127.0.0.1 port={port} user=resqlite connect_timeout=3 {auth}");
+                tokio_postgres::connect(&conninfo, NoTls).await.map(|_| ())
+            } else {
+                connect_tls(port, auth, tls).await.map(|_| ())
+            };
+            match got {
+                Ok(()) => problems.push(format!("node {id} let in a login with {what}")),
+                Err(e) => {
+                    let text = error_text(&e);
+                    let code = e.as_db_error().map(|d| d.code().code().to_string());
+                    match want {
+                        Some(want) if code.as_deref() != Some(*want) => problems.push(format!(
+                            "node {id}, login with {what}: got {text:?}, want {want}"
+                        )),
+                        None if !text.contains("password missing") => problems.push(format!(
+                            "node {id}, login with {what}: got {text:?}, want a password request"
+                        )),
+                        _ => {}
+                    }
+                    let line = format!("{what}: `{text}`");
+                    if !seen.contains(&line) {
+                        seen.push(line);
+                    }
+                }
+            }
+        }
+    }
+    (seen, problems)
+}
+
+/// The matrix and the notes behind it, as markdown, after what the
+/// refusal probes saw.
+fn render_matrix(results: &BTreeMap<&str, Outcome>, refused: &[String]) -> String {
     let mut features: Vec<String> = COMMON_FEATURES.iter().map(|f| f.to_string()).collect();
     let mut seen: BTreeSet<String> = features.iter().cloned().collect();
     for client in CLIENTS {
@@ -450,7 +526,18 @@ fn render_matrix(results: &BTreeMap<&str, Outcome>) -> String {
         }
     }
     let mut md = String::new();
-    md.push_str("| feature |");
+    md.push_str(
+        "The cluster of this run required SCRAM-SHA-256 passwords and TLS \
+         (`--password-file`, `--pg-cert`, `--pg-key`, `--pg-tls-required`; \
+         `--certs-dir` between nodes): every client below logged in with the \
+         password over TLS, verifying the server's certificate against the \
+         cluster's CA. Refused on every node (as tokio-postgres saw it; \
+         `password missing` is its answer to the server's password request):\n\n",
+    );
+    for r in refused {
+        md.push_str(&format!("- {r}\n"));
+    }
+    md.push_str("\n| feature |");
     for c in CLIENTS {
         md.push_str(&format!(" {c} |"));
     }
@@ -571,6 +658,7 @@ async fn real_clients_against_a_real_cluster() {
         password: PASSWORD.into(),
         ca_cert,
     };
+    let (refused, mut problems) = refusals(&c, &tls).await;
 
     let mut results: BTreeMap<&str, Outcome> = BTreeMap::new();
     for &client in CLIENTS {
@@ -611,14 +699,13 @@ async fn real_clients_against_a_real_cluster() {
         )
     });
 
-    let matrix = render_matrix(&results);
+    let matrix = render_matrix(&results, &refused);
     let dir = target_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("compat-matrix.md"), &matrix).unwrap();
     eprintln!("{matrix}");
     eprintln!("suite: {:.1?}", suite_started.elapsed());
 
-    let mut problems = Vec::new();
     if checked {
         eprintln!("resqlite check:\n{check_out}");
     } else {
