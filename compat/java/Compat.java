@@ -4,7 +4,10 @@
 // getters (pgjdbc switches to a named server-side statement after
 // prepareThreshold executions), SQLException.getSQLState(). With
 // autocommit off pgjdbc sends BEGIN, which ReSQLite refuses with 0A000:
-// asserted. Compiled and run by server/tests/compat.rs.
+// asserted. It logs in with the password (SCRAM-SHA-256) over TLS with
+// sslmode=verify-full against the cluster's CA (PEM, read by pgjdbc
+// itself), both given by the harness as PGPASSWORD and PGSSLROOTCERT.
+// Compiled and run by server/tests/compat.rs.
 
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -85,6 +88,10 @@ public class Compat {
     static Connection connect(String hostPorts, String extra) throws SQLException {
         Properties p = new Properties();
         p.setProperty("user", USER);
+        p.setProperty("password", System.getenv("PGPASSWORD"));
+        p.setProperty("ssl", "true");
+        p.setProperty("sslmode", "verify-full");
+        p.setProperty("sslrootcert", System.getenv("PGSSLROOTCERT"));
         p.setProperty("connectTimeout", "5");
         return DriverManager.getConnection("jdbc:postgresql://" + hostPorts + "/" + USER + extra, p);
     }

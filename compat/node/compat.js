@@ -1,9 +1,13 @@
 // node-postgres (pg) against the cluster, in its own idiom: a Pool, $n
 // parameters, named queries ({ name, text, values }) for prepared
 // statements, err.code for the SQLSTATE. node-postgres takes one host per
-// connection (no multi-host string): reported unsupported. Run by
-// server/tests/compat.rs; prints COMPAT lines, exits 1 if a feature failed.
+// connection (no multi-host string): reported unsupported. It logs in with
+// the password (SCRAM-SHA-256) over TLS, verifying the server's certificate
+// and name against the cluster's CA (PGPASSWORD and PGSSLROOTCERT from the
+// harness). Run by server/tests/compat.rs; prints COMPAT lines, exits 1 if
+// a feature failed.
 'use strict';
+const fs = require('node:fs');
 const { Client, Pool } = require('pg');
 const assert = require('node:assert');
 
@@ -40,8 +44,13 @@ async function sqlstate(feature, fn, want, contains) {
     else line(feature, 'fail', oneLine(e));
   }
 }
+// rejectUnauthorized (Node's default) with only our CA: verify-full.
+const ssl = { ca: fs.readFileSync(env.PGSSLROOTCERT), rejectUnauthorized: true };
 function config(port) {
-  return { host, port: Number(port), user, database: user, connectionTimeoutMillis: 5000 };
+  return {
+    host, port: Number(port), user, database: user, password: env.PGPASSWORD, ssl,
+    connectionTimeoutMillis: 5000,
+  };
 }
 
 async function main() {

@@ -4,7 +4,8 @@
 # errors' SQLSTATEs through :LAST_ERROR_SQLSTATE. Prints COMPAT lines;
 # exits 1 if a feature failed. Env: RESQLITE_HOST, RESQLITE_PORTS,
 # RESQLITE_LEADER_PORT, RESQLITE_FOLLOWER_PORT, RESQLITE_LEADER_ADDR,
-# RESQLITE_USER (set by server/tests/compat.rs).
+# RESQLITE_USER, and for libpq PGPASSWORD, PGSSLMODE=verify-full,
+# PGSSLROOTCERT, PGCHANNELBINDING=require (set by server/tests/compat.rs).
 set -u
 C=psql
 HERE="$(cd "$(dirname "$0")" && pwd)"

@@ -1,5 +1,9 @@
 """Shared by the Python clients: the cluster from the environment, and the
-COMPAT line reporter (see server/tests/compat.rs)."""
+COMPAT line reporter (see server/tests/compat.rs).
+
+The password and TLS settings (PGPASSWORD, PGSSLMODE=verify-full,
+PGSSLROOTCERT, PGCHANNELBINDING=require) come from the environment too:
+libpq, under psycopg and psycopg2, reads them itself."""
 
 import os
 import sys

@@ -1,9 +1,11 @@
-//! sqlx (postgres, runtime-tokio, no TLS, no macros) against the cluster,
-//! in its own idiom: a `PgPool`, `query(..).bind(..)`, typed `Row::try_get`,
-//! the statement cache for repeated queries, `DatabaseError::code()`.
+//! sqlx (postgres, runtime-tokio, TLS through rustls, no macros) against
+//! the cluster, in its own idiom: a `PgPool`, `query(..).bind(..)`, typed
+//! `Row::try_get`, the statement cache for repeated queries,
+//! `DatabaseError::code()`. It logs in with SCRAM-SHA-256 over TLS with
+//! `PgSslMode::VerifyFull` against the cluster's CA.
 //! Compiled into `server/tests/compat.rs`; returns the `COMPAT` lines.
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 use crate::Target;
@@ -65,7 +67,10 @@ fn options(t: &Target, port: u16) -> PgConnectOptions {
         .host(&t.host)
         .port(port)
         .username(&t.user)
+        .password(&t.password)
         .database(&t.user)
+        .ssl_mode(PgSslMode::VerifyFull)
+        .ssl_root_cert(&t.ca_cert)
 }
 
 pub async fn run(t: &Target) -> Vec<String> {

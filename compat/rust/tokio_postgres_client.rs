@@ -1,9 +1,17 @@
 //! tokio-postgres against the cluster, in its own idiom: a multi-host
 //! `Config` with `target_session_attrs=read-write`, `prepare` once and
-//! `execute` many times, typed `Row::get`, `DbError::code()`.
+//! `execute` many times, typed `Row::get`, `DbError::code()`. It logs in
+//! with SCRAM-SHA-256 (`channel_binding=require`) over TLS from
+//! `tokio-postgres-rustls`, trusting only the cluster's CA.
 //! Compiled into `server/tests/compat.rs`; returns the `COMPAT` lines.
 
-use tokio_postgres::{Client, Error, NoTls};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_postgres::{Client, Error};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::Target;
 
@@ -45,8 +53,35 @@ impl Report {
     }
 }
 
-async fn connect(conninfo: &str) -> Result<Client, Error> {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
+/// TLS as libpq's `sslmode=verify-full`: the server's chain must lead to
+/// the CA in `ca_cert` (the only root trusted), and rustls checks that the
+/// certificate names the host connected to.
+pub fn tls(ca_cert: &Path) -> Result<MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_cert)
+        .map_err(|e| format!("{}: {e}", ca_cert.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_cert.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca_cert.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// A conninfo value in single quotes (the password may hold spaces).
+pub fn quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+async fn connect(conninfo: &str, tls: &MakeRustlsConnect) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(conninfo, tls.clone()).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -55,11 +90,21 @@ async fn connect(conninfo: &str) -> Result<Client, Error> {
 
 pub async fn run(t: &Target) -> Vec<String> {
     let mut r = Report(Vec::new());
-    let direct = format!(
-        "host={} port={} user={} connect_timeout=5",
-        t.host, t.leader_port, t.user
+    let tls = match tls(&t.ca_cert) {
+        Ok(tls) => tls,
+        Err(e) => {
+            r.line("connect", false, format!("TLS setup: {e}"));
+            return r.0;
+        }
+    };
+    // sslmode=require: TLS or nothing; the connector verifies the server.
+    let auth = format!(
+        "user={} password={} sslmode=require channel_binding=require connect_timeout=5",
+        t.user,
+        quoted(&t.password)
     );
-    let db = match connect(&direct).await {
+    let direct = format!("host={} port={} {auth}", t.host, t.leader_port);
+    let db = match connect(&direct, &tls).await {
         Ok(db) => {
             r.line("connect", true, "");
             db
@@ -72,13 +117,12 @@ pub async fn run(t: &Target) -> Vec<String> {
 
     let ports: Vec<String> = t.ports.iter().map(|p| p.to_string()).collect();
     let multi = format!(
-        "host={} port={} user={} target_session_attrs=read-write connect_timeout=5",
+        "host={} port={} target_session_attrs=read-write {auth}",
         vec![t.host.as_str(); t.ports.len()].join(","),
         ports.join(","),
-        t.user
     );
     let landed = async {
-        let c = connect(&multi).await?;
+        let c = connect(&multi, &tls).await?;
         let row = c.query_one("SHOW transaction_read_only", &[]).await?;
         Ok::<String, Error>(row.get(0))
     }
@@ -209,11 +253,8 @@ pub async fn run(t: &Target) -> Vec<String> {
         "0A000",
     );
 
-    let follower = format!(
-        "host={} port={} user={} connect_timeout=5",
-        t.host, t.follower_port, t.user
-    );
-    match connect(&follower).await {
+    let follower = format!("host={} port={} {auth}", t.host, t.follower_port);
+    match connect(&follower, &tls).await {
         Err(e) => r.line("follower_25006_leader_addr", false, format!("connect: {e}")),
         Ok(f) => match f.execute("INSERT INTO tp_items (id) VALUES (3)", &[]).await {
             Err(e) => match e.as_db_error() {
@@ -237,9 +278,10 @@ pub async fn run(t: &Target) -> Vec<String> {
 
     // A long read, cancelled from the side with the connection's CancelToken.
     let token = db.cancel_token();
+    let cancel_tls = tls.clone();
     let canceller = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        token.cancel_query(NoTls).await
+        token.cancel_query(cancel_tls).await
     });
     let long = db
         .query_one(

@@ -12,13 +12,25 @@
 //!
 //! A client whose tool is not installed is `skipped` locally; with `CI=true`
 //! (CI installs them all, see `.ci/run`) a missing client fails the test.
+//!
+//! The cluster runs as a deployment should: SCRAM-SHA-256 passwords
+//! (`--password-file`), TLS required on the PostgreSQL port (`--pg-cert`,
+//! `--pg-key`, `--pg-tls-required`) and mutual TLS between nodes
+//! (`--certs-dir`). Every client logs in with the password over TLS and
+//! verifies the server's certificate against the cluster's CA; the suite
+//! also checks that every node refuses a login without a password and a
+//! plaintext connection, so it cannot pass with either silently off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use resqlite::certs;
+use resqlite_tests::cluster::{wait_until, NodeId};
 use resqlite_tests::sql_cluster::SqlCluster;
+use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[path = "../../compat/rust/sqlx_client.rs"]
 mod sqlx_client;
@@ -29,6 +41,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_resqlite");
 const ELECTION: Duration = Duration::from_secs(15);
 /// A client that runs longer than this is killed and counted as a crash.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
+/// The bootstrap superuser's password (`--password-file`); with a space,
+/// so every client's quoting is exercised.
+const PASSWORD: &str = "compat suite secret";
 
 /// A server bug the suite has found and that is not fixed yet, with the
 /// features it breaks. A `fail` line not listed here fails the test; a
@@ -91,6 +106,10 @@ pub struct Target {
     pub follower_port: u16,
     pub leader_addr: String,
     pub user: String,
+    /// The user's password (SCRAM-SHA-256).
+    pub password: String,
+    /// The cluster's CA certificate (PEM), the only root a client trusts.
+    pub ca_cert: PathBuf,
 }
 
 impl Target {
@@ -109,6 +128,13 @@ impl Target {
             ("RESQLITE_FOLLOWER_PORT", self.follower_port.to_string()),
             ("RESQLITE_LEADER_ADDR", self.leader_addr.clone()),
             ("RESQLITE_USER", self.user.clone()),
+            // libpq (psql, pgbench, psycopg, psycopg2) reads these itself;
+            // pgjdbc and node-postgres are given them by their programs.
+            ("PGPASSWORD", self.password.clone()),
+            ("PGSSLMODE", "verify-full".into()),
+            ("PGSSLROOTCERT", self.ca_cert.display().to_string()),
+            // libpq: SCRAM-SHA-256-PLUS, bound to the server's certificate.
+            ("PGCHANNELBINDING", "require".into()),
         ]
     }
 }
@@ -198,6 +224,12 @@ fn run_program(client: &str, mut cmd: Command, target: &Target) -> Outcome {
         "PGDATABASE",
         "PGSERVICE",
         "PGOPTIONS",
+        "PGPASSFILE",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGSSLCRL",
+        "PGSSLNEGOTIATION",
+        "PGREQUIRESSL",
     ] {
         cmd.env_remove(k);
     }
@@ -370,8 +402,118 @@ fn run_node(target: &Target) -> Outcome {
     run_program("node-postgres", cmd, target)
 }
 
-/// The matrix and the notes behind it, as markdown.
-fn render_matrix(results: &BTreeMap<&str, Outcome>) -> String {
+/// A connection to node `port` as the suite's user, over TLS verified
+/// against the cluster's CA, with `auth` (password, sslmode…) appended.
+async fn connect_tls(
+    port: u16,
+    auth: &str,
+    tls: &MakeRustlsConnect,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conninfo = format!("host=127.0.0.1 port={port} user=resqlite connect_timeout=3 {auth}");
+    let (client, conn) = tokio_postgres::connect(&conninfo, tls.clone()).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The node that says it is the leader, asked over TLS with the password
+/// (`SqlCluster::wait_for_leader` speaks plaintext, which this cluster
+/// refuses).
+async fn wait_for_leader(c: &SqlCluster, tls: &MakeRustlsConnect) -> anyhow::Result<NodeId> {
+    let auth = format!(
+        "password={} sslmode=require",
+        tokio_postgres_client::quoted(PASSWORD)
+    );
+    wait_until("a leader", ELECTION, || async {
+        for id in c.running() {
+            let Ok(client) = connect_tls(c.pg_port(id), &auth, tls).await else {
+                continue;
+            };
+            if let Ok(row) = client.query_one("SHOW transaction_read_only", &[]).await {
+                if row.get::<_, String>(0) == "off" {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// A server error as `SQLSTATE message`; a client-side one with its causes.
+fn error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(d) = e.as_db_error() {
+        return format!("{} {}", d.code().code(), d.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// Proves the cluster is not open: on every node a login without a
+/// password, with a wrong one, and a plaintext login with the right one
+/// are all refused. Returns what was seen (for the matrix) and the
+/// problems (a login that got in).
+async fn refusals(c: &SqlCluster, tls: &MakeRustlsConnect) -> (Vec<String>, Vec<String>) {
+    let password = tokio_postgres_client::quoted(PASSWORD);
+    // (what, conninfo, the SQLSTATE of the refusal, or None: tokio-postgres
+    // gives up with "password missing" once the server asks for one).
+    let probes: [(&str, String, Option<&str>); 3] = [
+        ("no password, TLS", "sslmode=require".into(), None),
+        (
+            "a wrong password, TLS",
+            "password='not the password' sslmode=require".into(),
+            Some("28P01"),
+        ),
+        (
+            "the right password, plaintext",
+            format!("password={password} sslmode=disable"),
+            Some("28000"),
+        ),
+    ];
+    let mut seen: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for (what, auth, want) in &probes {
+        for id in c.ids() {
+            let port = c.pg_port(id);
+            let got = if want == &Some("28000") {
+                let conninfo =
+                    format!("host=127.0.0.1 port={port} user=resqlite connect_timeout=3 {auth}");
+                tokio_postgres::connect(&conninfo, NoTls).await.map(|_| ())
+            } else {
+                connect_tls(port, auth, tls).await.map(|_| ())
+            };
+            match got {
+                Ok(()) => problems.push(format!("node {id} let in a login with {what}")),
+                Err(e) => {
+                    let text = error_text(&e);
+                    let code = e.as_db_error().map(|d| d.code().code().to_string());
+                    match want {
+                        Some(want) if code.as_deref() != Some(*want) => problems.push(format!(
+                            "node {id}, login with {what}: got {text:?}, want {want}"
+                        )),
+                        None if !text.contains("password missing") => problems.push(format!(
+                            "node {id}, login with {what}: got {text:?}, want a password request"
+                        )),
+                        _ => {}
+                    }
+                    let line = format!("{what}: `{text}`");
+                    if !seen.contains(&line) {
+                        seen.push(line);
+                    }
+                }
+            }
+        }
+    }
+    (seen, problems)
+}
+
+/// The matrix and the notes behind it, as markdown, after what the
+/// refusal probes saw.
+fn render_matrix(results: &BTreeMap<&str, Outcome>, refused: &[String]) -> String {
     let mut features: Vec<String> = COMMON_FEATURES.iter().map(|f| f.to_string()).collect();
     let mut seen: BTreeSet<String> = features.iter().cloned().collect();
     for client in CLIENTS {
@@ -384,7 +526,18 @@ fn render_matrix(results: &BTreeMap<&str, Outcome>) -> String {
         }
     }
     let mut md = String::new();
-    md.push_str("| feature |");
+    md.push_str(
+        "The cluster of this run required SCRAM-SHA-256 passwords and TLS \
+         (`--password-file`, `--pg-cert`, `--pg-key`, `--pg-tls-required`; \
+         `--certs-dir` between nodes): every client below logged in with the \
+         password over TLS, verifying the server's certificate against the \
+         cluster's CA. Refused on every node (as tokio-postgres saw it; \
+         `password missing` is its answer to the server's password request):\n\n",
+    );
+    for r in refused {
+        md.push_str(&format!("- {r}\n"));
+    }
+    md.push_str("\n| feature |");
     for c in CLIENTS {
         md.push_str(&format!(" {c} |"));
     }
@@ -469,8 +622,31 @@ fn write_doc(matrix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_clients_against_a_real_cluster() {
     let suite_started = Instant::now();
-    let c = SqlCluster::start(BIN, 3).unwrap();
-    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir for certificates");
+    let certs_dir = dir.path().join("certs");
+    certs::ensure_local_cluster(&certs_dir, 3, "127.0.0.1").expect("certificates");
+    let (pg_cert, pg_key) = certs::pg_server_paths(&certs_dir);
+    let password_file = dir.path().join("superuser-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+    let mut c = SqlCluster::prepare(BIN, 3).unwrap();
+    c.set_extra_args(
+        [
+            "--password-file".into(),
+            password_file.display().to_string(),
+            "--certs-dir".into(),
+            certs_dir.display().to_string(),
+            "--pg-cert".into(),
+            pg_cert.display().to_string(),
+            "--pg-key".into(),
+            pg_key.display().to_string(),
+            "--pg-tls-required".into(),
+        ]
+        .into(),
+    );
+    c.start_all().unwrap();
+    let ca_cert = certs::ca_cert_path(&certs_dir);
+    let tls = tokio_postgres_client::tls(&ca_cert).expect("the cluster's CA loads");
+    let leader = wait_for_leader(&c, &tls).await.unwrap();
     let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
     let target = Target {
         host: "127.0.0.1".into(),
@@ -479,7 +655,10 @@ async fn real_clients_against_a_real_cluster() {
         follower_port: c.pg_port(follower),
         leader_addr: c.pg_addr(leader),
         user: "resqlite".into(),
+        password: PASSWORD.into(),
+        ca_cert,
     };
+    let (refused, mut problems) = refusals(&c, &tls).await;
 
     let mut results: BTreeMap<&str, Outcome> = BTreeMap::new();
     for &client in CLIENTS {
@@ -498,29 +677,39 @@ async fn real_clients_against_a_real_cluster() {
         eprintln!("{client}: {:.1?}", t.elapsed());
         results.insert(client, outcome);
         // The suite assumes one leader throughout; say so if it moved.
-        let now = c.wait_for_leader(ELECTION).await.unwrap();
+        let now = wait_for_leader(&c, &tls).await.unwrap();
         assert_eq!(now, leader, "leadership moved during {client}");
     }
 
     // The suite ends with the replicas proving they are identical after
-    // every client's writes.
-    let check = resqlite_tests::check::check_cluster(&c, Duration::from_secs(60)).await;
+    // every client's writes: `resqlite check` with the operator's
+    // certificate, as the gRPC port wants one.
+    let (checked, check_out) = tokio::task::block_in_place(|| {
+        resqlite_tests::cli::run(
+            BIN,
+            &[
+                "check",
+                "--node",
+                &c.grpc_addr(leader),
+                "--certs-dir",
+                &certs_dir.display().to_string(),
+                "--timeout-secs",
+                "60",
+            ],
+        )
+    });
 
-    let matrix = render_matrix(&results);
+    let matrix = render_matrix(&results, &refused);
     let dir = target_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("compat-matrix.md"), &matrix).unwrap();
     eprintln!("{matrix}");
     eprintln!("suite: {:.1?}", suite_started.elapsed());
 
-    let mut problems = Vec::new();
-    match check {
-        Ok(report) if report.identical() => eprintln!("resqlite check: {}", report.describe()),
-        Ok(report) => problems.push(format!(
-            "resqlite check: replicas differ: {}",
-            report.describe()
-        )),
-        Err(e) => problems.push(format!("resqlite check could not run: {e:#}")),
+    if checked {
+        eprintln!("resqlite check:\n{check_out}");
+    } else {
+        problems.push(format!("resqlite check failed:\n{check_out}"));
     }
     for &client in CLIENTS {
         match &results[client] {
