@@ -115,6 +115,12 @@ impl WireCodec {
         self
     }
 
+    /// Starts after the startup packet, as the fuzz targets need (see
+    /// `crate::fuzzing`); a connection gets there by decoding one.
+    pub(crate) fn skip_startup(&mut self) {
+        self.typed = true;
+    }
+
     fn context(&self) -> DecodeContext {
         let mut ctx = DecodeContext::new(self.client.protocol_version);
         // pgwire's TLS negotiation has already consumed any SSLRequest.

@@ -14,6 +14,9 @@ mod connection;
 mod errors;
 mod executor;
 mod extended;
+// For the fuzz targets in `fuzz/` only: not part of the API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod interrupt;
 mod large_statement;
