@@ -350,7 +350,7 @@ fn rogue_node(dir: &Path, via: &str, certs_dir: Option<&Path>) -> Child {
         .args(["--join", via])
         .env_remove("RESQLITE_CERTS_DIR")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.with_extension("log")).expect("log file"));
     if let Some(d) = certs_dir {
         cmd.arg("--certs-dir").arg(d);
     }
@@ -370,8 +370,21 @@ async fn a_node_without_the_clusters_certificate_cannot_join() {
         rogue_node(&dir.path().join("plain"), &via, None),
         rogue_node(&dir.path().join("foreign"), &via, Some(&theirs)),
     ];
-    // `serve --join` retries for ever: give it several rounds.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // `serve --join` retries for ever: wait until each has been turned
+    // away several times.
+    for name in ["plain", "foreign"] {
+        let log = dir.path().join(name).with_extension("log");
+        wait_until(
+            &format!("the {name} node to be refused"),
+            ELECTION,
+            || async {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                (text.matches("joining the cluster failed").count() >= 3).then_some(())
+            },
+        )
+        .await
+        .expect("the rogue node tries to join and is refused");
+    }
     for id in c.ids() {
         let (_, members) = term_and_members(&c.grpc_addr(id), &admin_files).await;
         assert_eq!(members, 3, "node {id} took a member in");
@@ -412,17 +425,33 @@ fn a_node_open_to_the_network_without_protection_refuses_to_start() {
     assert!(!ok && out.contains("passwords"), "{out}");
 
     // With --insecure it starts (and is stopped here).
+    let pg_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(BIN)
         .args(["serve", "--data-dir", &data, "--insecure"])
-        .args(["--raft-listen", "0.0.0.0:0", "--listen", "0.0.0.0:0"])
+        .args(["--raft-listen", "0.0.0.0:0", "--listen"])
+        .arg(format!("0.0.0.0:{pg_port}"))
         .env_remove("RESQLITE_CERTS_DIR")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let pg = pg_port.to_string();
+    let listening = (0..100).any(|_| {
+        if std::net::TcpStream::connect(("127.0.0.1", pg_port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
     let still_running = child.try_wait().unwrap().is_none();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(still_running, "--insecure did not let the node start");
+    assert!(
+        listening && still_running,
+        "--insecure did not let the node start on port {pg}"
+    );
 }

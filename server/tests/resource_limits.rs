@@ -261,8 +261,12 @@ async fn a_huge_read_is_streamed_and_let_go_on_cancel_disconnect_and_timeout() {
     // without a word. (One at a time: the probe needs the other reader.)
     let (client, task) = connect_abortable(&c, leader).await;
     let query = tokio::spawn(async move { client.simple_query(CROSS_COUNT).await });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(busy_readers(c.pid(leader).unwrap()), 1, "the read runs");
+    let pid = c.pid(leader).unwrap();
+    resqlite_tests::cluster::wait_until("the read to run", HANG, || async {
+        (busy_readers(pid) == 1).then_some(())
+    })
+    .await
+    .expect("the read runs");
     task.abort();
     query.abort();
     readers_let_go(&c, leader, "disconnected").await;
