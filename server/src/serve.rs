@@ -36,6 +36,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let checks = sm.checks();
     let reads = ReadPool::open(&db_path, args.read_connections, sm.generation())
         .with_context(|| format!("cannot open read connections to {}", db_path.display()))?;
+    let transactions = resqlite::store::TransactionStores::open(&db_path, &sm)
+        .context("cannot start the transaction threads")?;
 
     let mut addrs = BTreeMap::new();
     addrs.insert(
@@ -80,7 +82,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start Raft")?;
     let me = addrs.get(&args.id).cloned().expect("inserted above");
-    let node = Node::new(raft.clone(), reads, addrs, checks, roles);
+    let node = Node::new(raft.clone(), reads, transactions, addrs, checks, roles);
 
     // The gRPC server keeps running during a SIGTERM hand-over (the new
     // leader must still reach this node), then stops with the rest.

@@ -608,6 +608,11 @@ impl<S: StateMachine> RaftNode<S> {
         *self.applied.borrow()
     }
 
+    /// A receiver that sees the applied index move.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.clone()

@@ -157,6 +157,7 @@ async fn answer(
 /// cluster runs without TLS): they act as a superuser.
 fn operator_session(weak_reads: bool) -> Session {
     Session {
+        lock_timeout: None,
         weak_reads,
         user: std::sync::Arc::from("resqlite"),
         superuser: true,

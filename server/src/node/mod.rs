@@ -8,22 +8,28 @@ mod check;
 mod client_service;
 mod membership;
 mod roles;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use resqlite_raft::driver::{ProposeError, RaftNode};
 use resqlite_raft::{NodeId, Role};
-use resqlite_wire::{Description, Executor, NodeRole, Reply, Session, SqlError, Value};
+use resqlite_wire::{
+    Description, Executor, NodeRole, Reply, Session, SqlError, TransactionOptions, Value,
+};
 
 pub use admin_service::{peer_status, role_name, AdminService, TRANSFER_WAIT};
 pub use client_service::ClientCommandService;
 pub use membership::{AddNode, MemberView};
+pub use txn::NodeTransaction;
 
 use crate::sql::{self, sqlstate, Class};
 use crate::store::check::CheckLog;
 use crate::store::roles::RoleCache;
-use crate::store::{self, ReadPool, SqliteStateMachine};
+use crate::store::{
+    self, ReadPool, SnapshotReaders, Speculation, SqliteStateMachine, TransactionStores,
+};
 
 /// How to reach another node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +54,15 @@ pub struct Node {
     checks: CheckLog,
     /// The roles as this node applied them, and the bootstrap superuser.
     roles: RoleCache,
+    /// The right to write on the leader: single writes share it, a write
+    /// transaction holds it alone (see [`txn`]).
+    gate: Arc<tokio::sync::RwLock<()>>,
+    /// The leader's write transaction.
+    speculation: Speculation,
+    /// Snapshots of reading transactions.
+    snapshots: SnapshotReaders,
+    /// Numbers this node's transactions.
+    txn_serials: std::sync::atomic::AtomicU64,
 }
 
 /// Statement texts whose class a node remembers.
@@ -61,6 +76,7 @@ impl Node {
     pub fn new(
         raft: RaftNode<SqliteStateMachine>,
         reads: ReadPool,
+        transactions: TransactionStores,
         configured: BTreeMap<NodeId, PeerAddrs>,
         checks: CheckLog,
         roles: RoleCache,
@@ -72,6 +88,10 @@ impl Node {
             classes: sql::ClassifyCache::new(CLASSIFY_CACHE_SIZE),
             checks,
             roles,
+            gate: Arc::new(tokio::sync::RwLock::new(())),
+            speculation: transactions.speculation,
+            snapshots: transactions.snapshots,
+            txn_serials: Default::default(),
         })
     }
 
@@ -159,6 +179,7 @@ impl Node {
                     return Err(self.redirect(self.raft.leader()));
                 }
                 let entry = store::encode_write(sql, &params, classified.command);
+                let _gate = self.write_gate(session, self.gate.read()).await?;
                 self.raft
                     .propose(entry)
                     .await
@@ -212,14 +233,7 @@ impl Node {
         }
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         self.classes.classify(sql)?;
-        let text = sql.to_string();
-        self.reads
-            .describe(sql.to_string(), move |conn, count| {
-                sql::params::infer_param_types(&text, count, |tables, column| {
-                    store::exec::declared_column_type(conn, tables, column)
-                })
-            })
-            .await
+        self.reads.describe(sql.to_string()).await
     }
 }
 
@@ -249,5 +263,49 @@ impl Executor for NodeExecutor {
         NodeRole {
             is_leader: self.0.is_leader(),
         }
+    }
+
+    type Transaction = NodeTransaction;
+
+    fn begin(
+        &self,
+        _session: &Session,
+        options: TransactionOptions,
+    ) -> Result<NodeTransaction, SqlError> {
+        Ok(self.0.begin(options))
+    }
+
+    async fn execute_in(
+        &self,
+        txn: &mut NodeTransaction,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Reply, SqlError> {
+        txn.execute(session, sql, params).await
+    }
+
+    async fn describe_in(
+        &self,
+        txn: &mut NodeTransaction,
+        sql: &str,
+    ) -> Result<Description, SqlError> {
+        txn.describe(sql).await
+    }
+
+    async fn savepoint(&self, txn: &mut NodeTransaction, name: &str) -> Result<(), SqlError> {
+        txn.savepoint(name).await
+    }
+
+    async fn release(&self, txn: &mut NodeTransaction, name: &str) -> Result<(), SqlError> {
+        txn.release(name).await
+    }
+
+    async fn rollback_to(&self, txn: &mut NodeTransaction, name: &str) -> Result<(), SqlError> {
+        txn.rollback_to(name).await
+    }
+
+    async fn commit(&self, txn: NodeTransaction) -> Result<(), SqlError> {
+        txn.commit().await
     }
 }

@@ -48,3 +48,11 @@ pub const DUPLICATE_ROLE: &str = "42710";
 pub const UNDEFINED_OBJECT: &str = "42704";
 /// The password given is not one ReSQLite can store (e.g. MD5).
 pub const INVALID_PASSWORD: &str = "28P01";
+/// A transaction rolled back because it could not be serialized (retry it).
+pub const SERIALIZATION_FAILURE: &str = "40001";
+/// A statement inside a transaction that an earlier error ended.
+pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+/// A write waited longer than `lock_timeout` for another transaction.
+pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// A name ReSQLite keeps for itself.
+pub const RESERVED_NAME: &str = "42939";

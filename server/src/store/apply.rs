@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prost::Message as _;
-use resqlite_proto::client::WriteStatement;
+use resqlite_proto::client::transaction_step::Step;
+use resqlite_proto::client::{TransactionEntry, TransactionStep, WriteStatement};
 use resqlite_raft::driver::{Halt, SnapshotError, SnapshotWriter, StateMachine};
 use resqlite_raft::{Entry, EntryKind};
 use resqlite_wire::{Outcome, SqlError};
@@ -18,15 +19,18 @@ use super::check::{self, CheckLog};
 use super::clock_vfs::{self, APPLY_VFS};
 use super::db_file::DbGeneration;
 use super::errors::node_local_failure;
-use super::exec::bind;
 use super::guard::guard_apply_connection;
 use super::log_command::{self, LogCommand};
 use super::roles::{self, RoleCache};
 use super::snapshot;
 use super::values::from_proto;
-use super::write_run::{run_write, WriteError};
-use super::write_watch::WriteScope;
+use super::statement::{self, quote_identifier, StatementFailure};
+use super::write_token::WriteToken;
 use crate::sql::sqlstate;
+
+/// How many log entries a committed transaction's id is remembered for
+/// (`resqlite_txid_status`).
+pub const TXID_RETENTION: u64 = 1_000_000;
 
 /// What applying one entry gives its client.
 pub type ApplyResult = Result<Outcome, SqlError>;
@@ -49,6 +53,14 @@ pub struct SqliteStateMachine {
     /// A role change was applied in the current batch: reload `roles`
     /// once it commits.
     roles_changed: std::cell::Cell<bool>,
+    /// The index of the last applied entry that changed user data (as of
+    /// the last committed batch): a transaction that read at an earlier
+    /// index may no longer hold (see [`Self::apply_transaction`]).
+    last_write: u64,
+    /// What the current batch makes of `last_write`, once it commits.
+    batch_last_write: std::cell::Cell<Option<u64>>,
+    /// Shared with the leader's speculation (see [`super::write_token`]).
+    token: WriteToken,
 }
 
 /// The writer connection, its authorizer switch and the applied index it
@@ -57,6 +69,7 @@ struct Writer {
     conn: Connection,
     internal: Arc<AtomicBool>,
     applied: u64,
+    last_write: u64,
 }
 
 impl SqliteStateMachine {
@@ -83,7 +96,21 @@ impl SqliteStateMachine {
             checks: CheckLog::default(),
             roles,
             roles_changed: std::cell::Cell::new(false),
+            last_write: w.last_write,
+            batch_last_write: std::cell::Cell::new(None),
+            token: WriteToken::default(),
         })
+    }
+
+    /// What the leader's write transactions share with this state machine
+    /// (see [`super::write_token`]).
+    pub fn write_token(&self) -> WriteToken {
+        self.token.clone()
+    }
+
+    /// `last_write` as the entries applied so far in this batch left it.
+    fn current_last_write(&self) -> u64 {
+        self.batch_last_write.get().unwrap_or(self.last_write)
     }
 
     /// The roles clients log in as, kept current by this state machine.
@@ -131,6 +158,7 @@ impl SqliteStateMachine {
         self.conn = w.conn;
         self.internal = w.internal;
         self.applied = w.applied;
+        self.last_write = w.last_write;
         self.reload_roles()?;
         Ok(())
     }
@@ -161,13 +189,7 @@ impl SqliteStateMachine {
 
     /// Runs ReSQLite's own statement, past the authorizer.
     fn internal(&self, sql: &str) -> rusqlite::Result<()> {
-        self.internal.store(true, Ordering::Relaxed);
-        let result = self
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| s.raw_execute().map(|_| ()));
-        self.internal.store(false, Ordering::Relaxed);
-        result
+        statement::internal(&self.conn, &self.internal, sql)
     }
 
     /// Applies one write statement inside its own savepoint. `Ok` holds
@@ -196,6 +218,7 @@ impl SqliteStateMachine {
                 }
                 return Ok(outcome);
             }
+            Ok(LogCommand::Transaction(t)) => return self.apply_transaction(index, t),
             // The same bytes fail the same way on every node.
             Err(e) => {
                 return Ok(Err(SqlError::new(
@@ -205,67 +228,136 @@ impl SqliteStateMachine {
             }
         };
         let params: Vec<_> = stmt.params.into_iter().map(from_proto).collect();
-        self.internal("SAVEPOINT resqlite_stmt")
-            .map_err(|e| halt("opening the statement's savepoint", &e))?;
-        let result = self.run_user_statement(&stmt.sql, &params, wanted);
-        let result = match result {
-            Err(WriteError::Sqlite(e)) if node_local_failure(&e) => {
-                return Err(halt("applying a write", &e).into());
+        match statement::run_in_savepoint(
+            &self.conn,
+            &self.internal,
+            &stmt.sql,
+            &params,
+            &stmt.command,
+            wanted,
+        ) {
+            Ok(outcome) => {
+                self.batch_last_write.set(Some(index));
+                Ok(Ok(outcome))
             }
-            Err(e) => Err(e.into_sql_error()),
-            Ok(rows) => Ok(rows),
-        };
-        if let Err(e) = &result {
-            if self.conn.is_autocommit() {
-                return Err(BatchAbort::TransactionLost(e.clone()));
-            }
+            Err(StatementFailure::Failed(e)) => Ok(Err(e)),
+            Err(StatementFailure::TransactionLost(e)) => Err(BatchAbort::TransactionLost(e)),
+            Err(StatementFailure::NodeLocal { doing, error }) => Err(halt(doing, &error).into()),
         }
-        let undo = if result.is_err() {
-            "ROLLBACK TO resqlite_stmt"
-        } else {
-            "RELEASE resqlite_stmt"
-        };
-        self.internal(undo)
-            .map_err(|e| halt("closing the statement's savepoint", &e))?;
-        if result.is_err() {
-            self.internal("RELEASE resqlite_stmt")
-                .map_err(|e| halt("closing the statement's savepoint", &e))?;
+    }
+
+    /// Applies a client's transaction, all or nothing. It commits only if
+    /// every node would give its client what the leader gave: no write was
+    /// applied since the index the leader ran it at (`base_version`), and
+    /// every statement returns what it returned there. Otherwise it is
+    /// rolled back, the same way on every node, and its client gets 40001.
+    fn apply_transaction(
+        &self,
+        index: u64,
+        t: TransactionEntry,
+    ) -> Result<ApplyResult, BatchAbort> {
+        if self.current_last_write() > t.base_version {
+            return Ok(Err(SqlError::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                "could not serialize access: another write committed while the transaction \
+                 ran; it was rolled back, retry it",
+            )));
         }
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(e) => return Ok(Err(e)),
-        };
-        let count = if rows.width == 0 || is_dml(&stmt.command) {
-            self.conn.changes()
-        } else {
-            rows.count
-        };
-        let tag = crate::sql::Classified::tag_for(&stmt.command, count);
+        self.internal("SAVEPOINT resqlite_txn")
+            .map_err(|e| halt("opening the transaction's savepoint", &e))?;
+        if let Some(why) = self.run_steps(&t.steps)? {
+            self.internal("ROLLBACK TO resqlite_txn")
+                .and_then(|()| self.internal("RELEASE resqlite_txn"))
+                .map_err(|e| halt("rolling the transaction back", &e))?;
+            return Ok(Err(SqlError::new(
+                sqlstate::SERIALIZATION_FAILURE,
+                format!("could not serialize access: {why}; the transaction was rolled back, retry it"),
+            )));
+        }
+        self.internal("RELEASE resqlite_txn")
+            .map_err(|e| halt("closing the transaction's savepoint", &e))?;
+        self.record_txid(index, &t.txid)
+            .map_err(|e| halt("recording the transaction's id", &e))?;
+        self.batch_last_write.set(Some(index));
         Ok(Ok(Outcome {
-            tag,
-            columns: rows.set.columns,
-            rows: rows.set.rows,
+            tag: "COMMIT".into(),
+            columns: Vec::new(),
+            rows: Vec::new(),
         }))
     }
 
-    /// Runs a client's statement under the write guards: whatever a guard
-    /// recorded decides the error, whatever SQLite made of the refusal.
-    fn run_user_statement(
-        &self,
-        sql: &str,
-        params: &[resqlite_wire::Value],
-        wanted: bool,
-    ) -> Result<super::write_run::WriteRows, WriteError> {
-        let scope = WriteScope::enter();
-        let result = (|| {
-            let mut stmt = self.conn.prepare_cached(sql).map_err(WriteError::Sqlite)?;
-            bind(&mut stmt, params).map_err(WriteError::Sql)?;
-            run_write(&mut stmt, wanted)
-        })();
-        match scope.finish() {
-            Some(violation) => Err(WriteError::Sql(violation.to_sql_error())),
-            None => result,
+    /// Runs a transaction's steps; `Some(why)` if one did not do what it
+    /// did on the leader.
+    fn run_steps(&self, steps: &[TransactionStep]) -> Result<Option<String>, BatchAbort> {
+        for (n, step) in steps.iter().enumerate() {
+            let n = n + 1;
+            let verb = match &step.step {
+                Some(Step::Statement(stmt)) => {
+                    let params: Vec<_> = stmt.params.iter().cloned().map(from_proto).collect();
+                    let outcome = match statement::run_in_savepoint(
+                        &self.conn,
+                        &self.internal,
+                        &stmt.sql,
+                        &params,
+                        &stmt.command,
+                        true,
+                    ) {
+                        Ok(outcome) => outcome,
+                        Err(StatementFailure::Failed(e)) => {
+                            return Ok(Some(format!("statement {n} failed here: {}", e.message)))
+                        }
+                        Err(StatementFailure::TransactionLost(e)) => {
+                            return Err(BatchAbort::TransactionLost(SqlError::new(
+                                sqlstate::SERIALIZATION_FAILURE,
+                                format!(
+                                    "could not serialize access: statement {n} failed here: {}; \
+                                     the transaction was rolled back, retry it",
+                                    e.message
+                                ),
+                            )))
+                        }
+                        Err(StatementFailure::NodeLocal { doing, error }) => {
+                            return Err(halt(doing, &error).into())
+                        }
+                    };
+                    if statement::outcome_hash(&outcome)[..] != step.outcome_hash[..] {
+                        return Ok(Some(format!("statement {n} returned something else here")));
+                    }
+                    continue;
+                }
+                Some(Step::Savepoint(name)) => format!("SAVEPOINT {}", quote_identifier(name)),
+                Some(Step::Release(name)) => format!("RELEASE {}", quote_identifier(name)),
+                Some(Step::RollbackTo(name)) => format!("ROLLBACK TO {}", quote_identifier(name)),
+                None => return Ok(Some(format!("step {n} is empty"))),
+            };
+            if let Err(e) = self.internal(&verb) {
+                if node_local_failure(&e) {
+                    return Err(halt("running a transaction's savepoint", &e).into());
+                }
+                return Ok(Some(format!("step {n} ({verb}) failed here: {e}")));
+            }
         }
+        Ok(None)
+    }
+
+    /// Remembers that transaction `txid` committed at `index`, for
+    /// `resqlite_txid_status`; forgets those older than
+    /// [`TXID_RETENTION`] entries, on every node at the same entries.
+    fn record_txid(&self, index: u64, txid: &str) -> rusqlite::Result<()> {
+        self.internal.store(true, Ordering::Relaxed);
+        let result = (|| {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO _resqlite_txns (idx, txid) VALUES (?1, ?2)")?
+                .execute(rusqlite::params![index as i64, txid])?;
+            if index.is_multiple_of(1024) && index > TXID_RETENTION {
+                self.conn
+                    .prepare_cached("DELETE FROM _resqlite_txns WHERE idx < ?1")?
+                    .execute([(index - TXID_RETENTION) as i64])?;
+            }
+            Ok(())
+        })();
+        self.internal.store(false, Ordering::Relaxed);
+        result
     }
 
     fn apply_batch(
@@ -276,12 +368,18 @@ impl SqliteStateMachine {
         // Entries whose statement made SQLite roll back the whole batch;
         // each is known to fail and is not run again.
         let mut lost: BTreeMap<usize, SqlError> = BTreeMap::new();
+        let token = self.token.clone();
+        let _turn = token.enter_apply();
         loop {
+            self.batch_last_write.set(None);
             self.internal("BEGIN IMMEDIATE")
                 .map_err(|e| halt("starting the batch's transaction", &e))?;
             match self.apply_in_transaction(entries, wanted, &lost) {
                 Ok(outputs) => {
                     self.applied = entries.last().map_or(self.applied, |e| e.index);
+                    if let Some(index) = self.batch_last_write.take() {
+                        self.last_write = index;
+                    }
                     if self.roles_changed.replace(false) {
                         self.reload_roles()
                             .map_err(|e| halt("reloading the roles", &e))?;
@@ -346,6 +444,15 @@ impl SqliteStateMachine {
             .and_then(|mut s| s.execute([last as i64]));
         self.internal.store(false, Ordering::Relaxed);
         updated.map_err(|e| (at_end, halt("recording the applied index", &e).into()))?;
+        if let Some(index) = self.batch_last_write.get() {
+            self.internal.store(true, Ordering::Relaxed);
+            let updated = self
+                .conn
+                .prepare_cached("UPDATE _resqlite_meta SET value = ?1 WHERE key = 'last_write'")
+                .and_then(|mut s| s.execute([index as i64]));
+            self.internal.store(false, Ordering::Relaxed);
+            updated.map_err(|e| (at_end, halt("recording the last write's index", &e).into()))?;
+        }
         self.internal("COMMIT")
             .map_err(|e| (at_end, halt("committing the batch", &e).into()))?;
         Ok(outputs)
@@ -373,10 +480,6 @@ fn halt(doing: &str, e: &rusqlite::Error) -> Halt {
     Halt {
         reason: format!("{doing}: {e}"),
     }
-}
-
-fn is_dml(command: &str) -> bool {
-    matches!(command, "INSERT" | "UPDATE" | "DELETE")
 }
 
 impl StateMachine for SqliteStateMachine {
@@ -409,6 +512,8 @@ impl StateMachine for SqliteStateMachine {
         // Checked before the live database is touched: a bad file changes
         // nothing.
         let staged = snapshot::stage(path, &self.path, index)?;
+        let token = self.token.clone();
+        let _turn = token.enter_apply();
         let generation = self.generation.clone();
         generation.replace(|| self.swap_in(&staged, index))
     }
@@ -419,25 +524,60 @@ impl StateMachine for SqliteStateMachine {
 /// data, a SQLite commit need not fsync (synchronous=NORMAL): after a crash
 /// the node replays the log from the index SQLite kept.
 fn open_writer(path: &Path) -> rusqlite::Result<Writer> {
+    let (conn, internal) = open_guarded(path)?;
+    // A database from before `last_write` existed: no transaction read
+    // before the index it holds now (see docs/sql.md, Transactions).
+    statement::internal(
+        &conn,
+        &internal,
+        "CREATE TABLE IF NOT EXISTS _resqlite_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    )?;
+    for sql in [
+        "INSERT OR IGNORE INTO _resqlite_meta VALUES ('applied', 0)",
+        "INSERT OR IGNORE INTO _resqlite_meta SELECT 'last_write', value FROM _resqlite_meta \
+         WHERE key = 'applied'",
+        "CREATE TABLE IF NOT EXISTS _resqlite_txns (idx INTEGER PRIMARY KEY, txid TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS _resqlite_txns_txid ON _resqlite_txns (txid)",
+    ] {
+        statement::internal(&conn, &internal, sql)?;
+    }
+    let (applied, last_write) = read_positions(&conn, &internal)?;
+    Ok(Writer {
+        conn,
+        internal,
+        applied,
+        last_write,
+    })
+}
+
+/// Opens the database at `path` as the apply connection is: through the
+/// clock VFS, with every write guard. The leader's speculation uses the
+/// same (see [`super::speculation`]). The flag lets ReSQLite's own
+/// statements past the authorizer.
+pub(super) fn open_guarded(path: &Path) -> rusqlite::Result<(Connection, Arc<AtomicBool>)> {
     clock_vfs::register()?;
     let mut conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), APPLY_VFS)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS _resqlite_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         INSERT OR IGNORE INTO _resqlite_meta VALUES ('applied', 0);",
-    )?;
-    let applied = snapshot::read_applied(&conn)?;
     conn.set_prepared_statement_cache_capacity(512);
     let internal = Arc::new(AtomicBool::new(false));
     guard_apply_connection(&mut conn, internal.clone())?;
-    Ok(Writer {
-        conn,
-        internal,
-        applied,
-    })
+    Ok((conn, internal))
+}
+
+/// The applied index and the index of the last write that changed user
+/// data, as the connection's snapshot shows them.
+pub(super) fn read_positions(conn: &Connection, internal: &AtomicBool) -> rusqlite::Result<(u64, u64)> {
+    internal.store(true, Ordering::Relaxed);
+    let read = |key: &str| {
+        conn.prepare_cached("SELECT value FROM _resqlite_meta WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get::<_, i64>(0)))
+    };
+    let result = read("applied").and_then(|a| Ok((a as u64, read("last_write")? as u64)));
+    internal.store(false, Ordering::Relaxed);
+    result
 }
 
 /// Encodes a write statement as a Raft entry payload.

@@ -23,6 +23,8 @@ pub enum LogCommand {
     Check(CheckEntry),
     /// CREATE, ALTER or DROP ROLE (see [`super::roles`]).
     Role(proto::RoleChange),
+    /// A client's transaction (see [`super::speculation`]).
+    Transaction(proto::TransactionEntry),
 }
 
 /// The entries of `resqlite check`.
@@ -62,6 +64,7 @@ pub fn decode(payload: &[u8]) -> Result<LogCommand, DecodeError> {
         None => Ok(LogCommand::Write(WriteStatement::decode(payload)?)),
         Some(Kind::Check(proto::ConsistencyCheck {})) => Ok(LogCommand::Check(CheckEntry::Run)),
         Some(Kind::Role(change)) => Ok(LogCommand::Role(change)),
+        Some(Kind::Transaction(t)) => Ok(LogCommand::Transaction(t)),
         Some(Kind::Verdict(v)) => {
             let hash =
                 <[u8; 32]>::try_from(v.hash.as_ref()).map_err(|_| DecodeError::HashLength {
@@ -89,6 +92,15 @@ pub fn encode_check() -> Bytes {
 pub fn encode_role(change: proto::RoleChange) -> Bytes {
     proto::LogCommand {
         kind: Some(Kind::Role(change)),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+/// The payload of a client's transaction.
+pub fn encode_transaction(entry: proto::TransactionEntry) -> Bytes {
+    proto::LogCommand {
+        kind: Some(Kind::Transaction(entry)),
     }
     .encode_to_vec()
     .into()

@@ -10,17 +10,25 @@ pub mod errors;
 pub mod exec;
 mod guard;
 pub mod log_command;
+mod pinned;
 mod read_pool;
 mod read_stream;
 pub mod roles;
 mod snapshot;
+mod snapshot_reader;
+pub mod speculation;
+mod statement;
 pub mod values;
 mod write_run;
+mod write_token;
 mod write_watch;
 
 pub use apply::{encode_write, ApplyResult, SqliteStateMachine};
 pub use db_file::DbGeneration;
 pub use read_pool::ReadPool;
+pub use snapshot_reader::{SnapshotReader, SnapshotReaders};
+pub use speculation::Speculation;
+pub use write_token::WriteToken;
 
 #[cfg(test)]
 mod determinism_tests;
@@ -28,3 +36,21 @@ mod determinism_tests;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+
+/// What a node's transactions run on (see `node::txn`).
+pub struct TransactionStores {
+    /// The leader's write transaction.
+    pub speculation: Speculation,
+    /// Snapshots of reading transactions.
+    pub snapshots: SnapshotReaders,
+}
+
+impl TransactionStores {
+    /// For the database at `path`, which `sm` applies to.
+    pub fn open(path: &std::path::Path, sm: &SqliteStateMachine) -> std::io::Result<Self> {
+        Ok(TransactionStores {
+            speculation: Speculation::start(path, sm.generation(), sm.write_token())?,
+            snapshots: SnapshotReaders::new(path, sm.generation()),
+        })
+    }
+}

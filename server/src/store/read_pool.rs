@@ -130,6 +130,13 @@ impl QueueState {
 /// Interrupts a running read if its caller stops waiting for it.
 pub(super) struct InterruptOnDrop(Arc<Mutex<Option<InterruptHandle>>>);
 
+impl InterruptOnDrop {
+    /// Interrupts whatever `running` holds when dropped.
+    pub(super) fn new(running: Arc<Mutex<Option<InterruptHandle>>>) -> Self {
+        InterruptOnDrop(running)
+    }
+}
+
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
         if let Ok(slot) = self.0.lock() {
@@ -285,43 +292,47 @@ impl ReadPool {
         })
     }
 
-    /// Parameter count and result columns of a statement, without running it.
-    /// Parameters and result columns whose type nothing settles are
-    /// described as text; `infer` types the parameters.
-    pub async fn describe(
-        &self,
-        sql: String,
-        infer: impl FnOnce(&Connection, usize) -> Vec<resqlite_wire::PgType> + Send + 'static,
-    ) -> Result<Description, SqlError> {
+    /// Parameter and result types of a statement, without running it
+    /// (see [`describe_on`]).
+    pub async fn describe(&self, sql: String) -> Result<Description, SqlError> {
         let (description, _guard) = self
             .with_connection(move |conn, answer| {
-                let describe = || {
-                    let stmt = conn.prepare(&sql).map_err(|e| sql_error(&e))?;
-                    let count = parameter_count(&stmt)?;
-                    let columns = result_types(conn, &sql, &stmt)
-                        .into_iter()
-                        .map(|(name, t)| resqlite_wire::Column {
-                            name,
-                            pg_type: t.unwrap_or(resqlite_wire::PgType::Text),
-                        })
-                        .collect();
-                    drop(stmt);
-                    Ok(Description {
-                        params: infer(conn, count),
-                        columns,
-                    })
-                };
-                answer.send(describe());
+                answer.send(describe_on(conn, &sql));
             })
             .await?;
         Ok(description)
     }
 }
 
+/// Parameter count and result columns of a statement prepared on `conn`,
+/// without running it. Parameters and result columns whose type nothing
+/// settles are described as text.
+pub(super) fn describe_on(conn: &Connection, sql: &str) -> Result<Description, SqlError> {
+    let stmt = conn.prepare(sql).map_err(|e| sql_error(&e))?;
+    let count = parameter_count(&stmt)?;
+    let columns = result_types(conn, sql, &stmt)
+        .into_iter()
+        .map(|(name, t)| resqlite_wire::Column {
+            name,
+            pg_type: t.unwrap_or(resqlite_wire::PgType::Text),
+        })
+        .collect();
+    drop(stmt);
+    let params = crate::sql::params::infer_param_types(sql, count, |tables, column| {
+        super::exec::declared_column_type(conn, tables, column)
+    });
+    Ok(Description { params, columns })
+}
+
 /// Where a read's result goes back to its caller; at most once.
 pub(super) struct Answer<R>(oneshot::Sender<Result<R, SqlError>>);
 
 impl<R> Answer<R> {
+    /// Answers through `tx`.
+    pub(super) fn new(tx: oneshot::Sender<Result<R, SqlError>>) -> Self {
+        Answer(tx)
+    }
+
     /// Sends the result; false when the caller has gone.
     pub(super) fn send(self, result: Result<R, SqlError>) -> bool {
         self.0.send(result).is_ok()
@@ -366,7 +377,7 @@ impl Reader {
     }
 }
 
-fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {
+pub(super) fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;

@@ -300,9 +300,7 @@ async fn reads_are_read_only_and_typed() {
     let v = pool.query("SELECT version()".into(), vec![]).await.unwrap();
     assert!(matches!(&v.rows[0][0], Value::Text(s) if s.starts_with("PostgreSQL 16.0 (ReSQLite")));
     let d = pool
-        .describe("SELECT s FROM t WHERE k = $2 AND s = $1".into(), |_, n| {
-            vec![PgType::Text; n]
-        })
+        .describe("SELECT s FROM t WHERE k = $2 AND s = $1".into())
         .await
         .unwrap();
     assert_eq!(d.params.len(), 2);
@@ -319,7 +317,7 @@ async fn reads_are_read_only_and_typed() {
         PgType::Text,
     ];
     let d = pool
-        .describe(sql.into(), |_, n| vec![PgType::Text; n])
+        .describe(sql.into())
         .await
         .unwrap();
     let described: Vec<PgType> = d.columns.iter().map(|c| c.pg_type).collect();

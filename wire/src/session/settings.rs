@@ -83,6 +83,7 @@ impl Settings {
             weak_reads: self.weak_reads,
             user: self.user.clone(),
             superuser: self.superuser,
+            lock_timeout: None,
         }
     }
 

@@ -1,0 +1,362 @@
+//! Transactions: `BEGIN … COMMIT` as one atomic, replicated, serializable
+//! unit.
+//!
+//! A transaction starts reading: at its first statement (after a ReadIndex
+//! round, so it is linearizable at its start) it takes a snapshot on a
+//! connection of its own ([`SnapshotReader`]) and reads there. At its first
+//! write it becomes the node's one write transaction: it takes the write
+//! gate (every other write waits, as under SQLite's single writer;
+//! `lock_timeout` bounds the wait), and from then on runs on the leader's
+//! speculation ([`Speculation`]), which records its writes. `COMMIT`
+//! proposes them as one Raft entry; every node applies it all or nothing,
+//! and only if no other write was applied after the transaction's first
+//! read (otherwise 40001, on every node alike). So the transaction is
+//! serializable by construction, whatever happens to leadership in the
+//! meantime; the gate only keeps such conflicts rare.
+//!
+//! What a transaction may run is what a single statement may: the same
+//! classifier, and on the speculation the apply connection's guards (no
+//! clock, no randomness) from its first write on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use resqlite_proto::client::transaction_step::Step;
+use resqlite_raft::driver::ProposeError;
+use resqlite_wire::{Description, Reply, Session, SqlError, TransactionOptions, Value};
+use tokio::sync::OwnedRwLockWriteGuard;
+
+use super::Node;
+use crate::sql::{self, sqlstate, Class};
+use crate::store::log_command::encode_transaction;
+use crate::store::SnapshotReader;
+
+/// How long a new write transaction waits for the writes proposed before
+/// it to be applied, so that it does not start on a database they are
+/// about to change (it would then fail at COMMIT).
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
+
+/// One client's open transaction on this node.
+pub struct NodeTransaction {
+    node: Arc<Node>,
+    serial: u64,
+    options: TransactionOptions,
+    phase: Phase,
+    /// Savepoints set and not released, oldest first.
+    savepoints: Vec<String>,
+    /// The term the transaction started in: it must commit in the same.
+    term: Option<u64>,
+}
+
+enum Phase {
+    /// No statement has run yet.
+    Fresh,
+    /// Reading a snapshot taken at applied index `at`.
+    Reading { reader: SnapshotReader, at: u64 },
+    /// The node's write transaction, holding the write gate.
+    Writing {
+        _gate: OwnedRwLockWriteGuard<()>,
+    },
+}
+
+impl Drop for NodeTransaction {
+    fn drop(&mut self) {
+        if matches!(self.phase, Phase::Writing { .. }) {
+            // Rolled back on the speculation thread before the gate opens
+            // for the next writer, which waits there behind it.
+            self.node.speculation.abort(self.serial);
+        }
+    }
+}
+
+fn term_changed() -> SqlError {
+    SqlError::new(
+        sqlstate::SERIALIZATION_FAILURE,
+        "leadership changed while the transaction was open: it was rolled back; retry it on the \
+         leader",
+    )
+}
+
+fn no_savepoint(name: &str) -> SqlError {
+    SqlError::new("3B001", format!("savepoint \"{name}\" does not exist"))
+}
+
+impl Node {
+    /// Opens a transaction block; nothing runs until its first statement.
+    pub fn begin(self: &Arc<Self>, options: TransactionOptions) -> NodeTransaction {
+        NodeTransaction {
+            node: Arc::clone(self),
+            serial: self.txn_serials.fetch_add(1, Ordering::Relaxed) + 1,
+            options,
+            phase: Phase::Fresh,
+            savepoints: Vec::new(),
+            term: None,
+        }
+    }
+
+    /// Waits for the right to write: shared with other single writes,
+    /// exclusive for a write transaction; at most `lock_timeout`.
+    pub(super) async fn write_gate<G>(
+        &self,
+        session: &Session,
+        acquire: impl std::future::Future<Output = G>,
+    ) -> Result<G, SqlError> {
+        match session.lock_timeout {
+            None => Ok(acquire.await),
+            Some(limit) => tokio::time::timeout(limit, acquire).await.map_err(|_| {
+                SqlError::new(
+                    sqlstate::LOCK_NOT_AVAILABLE,
+                    "canceling statement due to lock timeout: another transaction holds the \
+                     right to write",
+                )
+            }),
+        }
+    }
+}
+
+impl NodeTransaction {
+    /// The id a client can see for this transaction.
+    fn txid(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.term.unwrap_or(0),
+            self.node.raft.id(),
+            self.serial
+        )
+    }
+
+    /// Still the leader, in the term the transaction started in.
+    fn check_leader(&mut self) -> Result<(), SqlError> {
+        let status = self.node.raft.status();
+        if status.role != resqlite_raft::Role::Leader {
+            return Err(match self.term {
+                None => self.node.redirect(status.leader),
+                Some(_) => term_changed(),
+            });
+        }
+        match self.term {
+            None => self.term = Some(status.term),
+            Some(term) if term != status.term => return Err(term_changed()),
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Runs one statement of the transaction.
+    pub async fn execute(
+        &mut self,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Reply, SqlError> {
+        if sql::roles::parse(sql).is_some() {
+            return Err(SqlError::new(
+                "25001",
+                "CREATE, ALTER and DROP ROLE cannot run inside a transaction block",
+            ));
+        }
+        let sql = &*sql::pg_syntax::to_sqlite(sql)?;
+        let classified = self.node.classes.classify(sql)?;
+        self.check_leader()?;
+        match classified.class {
+            Class::Read => match &self.phase {
+                Phase::Fresh => {
+                    self.start_reading(session).await?;
+                    self.read(sql, params, classified.command).await
+                }
+                Phase::Reading { .. } => self.read(sql, params, classified.command).await,
+                Phase::Writing { .. } => self
+                    .node
+                    .speculation
+                    .execute(
+                        self.serial,
+                        sql.to_string(),
+                        params,
+                        classified.command,
+                        false,
+                    )
+                    .await
+                    .map(Reply::Done),
+            },
+            Class::Write => {
+                if self.options.read_only {
+                    return Err(SqlError::new(
+                        sqlstate::READ_ONLY_SQL_TRANSACTION,
+                        format!(
+                            "cannot execute {} in a read-only transaction",
+                            classified.command
+                        ),
+                    ));
+                }
+                if !matches!(self.phase, Phase::Writing { .. }) {
+                    self.start_writing(session).await?;
+                }
+                self.node
+                    .speculation
+                    .execute(
+                        self.serial,
+                        sql.to_string(),
+                        params,
+                        classified.command,
+                        true,
+                    )
+                    .await
+                    .map(Reply::Done)
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+        command: &'static str,
+    ) -> Result<Reply, SqlError> {
+        let Phase::Reading { reader, .. } = &self.phase else {
+            unreachable!("reads of a reading transaction");
+        };
+        reader.stream(sql.to_string(), params, command).await
+    }
+
+    /// Takes the transaction's snapshot, linearizable at this moment.
+    async fn start_reading(&mut self, session: &Session) -> Result<(), SqlError> {
+        if !session.weak_reads {
+            self.node
+                .raft
+                .read_barrier()
+                .await
+                .map_err(|e| self.node.propose_error(e))?;
+            self.check_leader()?;
+        }
+        let (reader, at) = self.node.snapshots.open().await?;
+        self.phase = Phase::Reading { reader, at };
+        Ok(())
+    }
+
+    /// Becomes the node's write transaction.
+    async fn start_writing(&mut self, session: &Session) -> Result<(), SqlError> {
+        let gate = Arc::clone(&self.node.gate);
+        let gate = self.node.write_gate(session, gate.write_owned()).await?;
+        self.check_leader()?;
+        // Writes proposed before this transaction got the gate: let them
+        // be applied first, or its reads would not hold at COMMIT.
+        let last = self.node.raft.status().last_index;
+        let mut applied = self.node.raft.watch_applied();
+        let _ = tokio::time::timeout(IN_FLIGHT_WAIT, applied.wait_for(|&a| a >= last)).await;
+        let read_at = match &self.phase {
+            Phase::Reading { at, .. } => Some(*at),
+            _ => None,
+        };
+        self.node
+            .speculation
+            .begin(self.serial, read_at, self.savepoints.clone())
+            .await?;
+        self.phase = Phase::Writing { _gate: gate };
+        Ok(())
+    }
+
+    /// Describes a statement as the transaction sees the database.
+    pub async fn describe(&mut self, sql: &str) -> Result<Description, SqlError> {
+        match &self.phase {
+            Phase::Fresh => self.node.describe_statement(sql).await,
+            Phase::Reading { reader, .. } => {
+                let sql = sql::pg_syntax::to_sqlite(sql)?;
+                self.node.classes.classify(&sql)?;
+                reader.describe(sql.to_string()).await
+            }
+            Phase::Writing { .. } => {
+                let sql = sql::pg_syntax::to_sqlite(sql)?;
+                self.node.classes.classify(&sql)?;
+                self.node
+                    .speculation
+                    .describe(self.serial, sql.to_string())
+                    .await
+            }
+        }
+    }
+
+    /// `SAVEPOINT name`.
+    pub async fn savepoint(&mut self, name: &str) -> Result<(), SqlError> {
+        if name
+            .get(..sql::deny::INTERNAL_TABLE_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(sql::deny::INTERNAL_TABLE_PREFIX))
+        {
+            return Err(SqlError::new(
+                sqlstate::RESERVED_NAME,
+                format!("savepoint name \"{name}\" is reserved: names starting with _resqlite are ReSQLite's own"),
+            ));
+        }
+        self.savepoint_step(Step::Savepoint(name.to_string()))
+            .await?;
+        self.savepoints.push(name.to_string());
+        Ok(())
+    }
+
+    /// `RELEASE name`.
+    pub async fn release(&mut self, name: &str) -> Result<(), SqlError> {
+        let at = self.find_savepoint(name)?;
+        self.savepoint_step(Step::Release(name.to_string())).await?;
+        self.savepoints.truncate(at);
+        Ok(())
+    }
+
+    /// `ROLLBACK TO name`.
+    pub async fn rollback_to(&mut self, name: &str) -> Result<(), SqlError> {
+        let at = self.find_savepoint(name)?;
+        self.savepoint_step(Step::RollbackTo(name.to_string()))
+            .await?;
+        self.savepoints.truncate(at + 1);
+        Ok(())
+    }
+
+    fn find_savepoint(&self, name: &str) -> Result<usize, SqlError> {
+        self.savepoints
+            .iter()
+            .rposition(|s| s == name)
+            .ok_or_else(|| no_savepoint(name))
+    }
+
+    /// A savepoint verb: recorded by the speculation once writing (reads
+    /// change nothing a savepoint could undo).
+    async fn savepoint_step(&mut self, step: Step) -> Result<(), SqlError> {
+        match &self.phase {
+            Phase::Writing { .. } => {
+                self.node
+                    .speculation
+                    .savepoint_step(self.serial, step)
+                    .await
+            }
+            Phase::Fresh | Phase::Reading { .. } => Ok(()),
+        }
+    }
+
+    /// `COMMIT`: replicates the transaction's writes as one entry.
+    pub async fn commit(mut self) -> Result<(), SqlError> {
+        if !matches!(self.phase, Phase::Writing { .. }) {
+            return Ok(());
+        }
+        let txid = self.txid();
+        let entry = self.node.speculation.finish(self.serial, txid).await;
+        // The speculation is over; nothing is left to roll back.
+        let phase = std::mem::replace(&mut self.phase, Phase::Fresh);
+        let Some(entry) = entry? else {
+            return Ok(());
+        };
+        self.check_leader()?;
+        let result = self.node.raft.propose(encode_transaction(entry)).await;
+        drop(phase);
+        match result {
+            Ok(applied) => applied.map(|_| ()),
+            Err(ProposeError::OutcomeUnknown) => Err(SqlError::new(
+                sqlstate::STATEMENT_COMPLETION_UNKNOWN,
+                "leadership changed before the commit was confirmed: the transaction may or may \
+                 not have committed; check before retrying",
+            )),
+            Err(ProposeError::NotLeader { .. }) | Err(ProposeError::Dropped) => {
+                Err(term_changed())
+            }
+            Err(e) => Err(self.node.propose_error(e)),
+        }
+    }
+}
