@@ -97,6 +97,22 @@ pub struct Session {
     /// Whether that role is a superuser (always, with trust
     /// authentication).
     pub superuser: bool,
+    /// `lock_timeout`: how long a statement may wait for the right to
+    /// write (another session's write transaction) before it fails with
+    /// 55P03. `None`: no limit (PostgreSQL's `0`).
+    pub lock_timeout: Option<std::time::Duration>,
+}
+
+/// The clauses of `BEGIN`/`START TRANSACTION` (and `SET TRANSACTION`).
+/// Every transaction is serializable; a weaker isolation level asked for
+/// is accepted and delivered as serializable, as PostgreSQL allows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransactionOptions {
+    /// `READ ONLY`: writes inside it fail with 25006.
+    pub read_only: bool,
+    /// The block was opened by the front end around a multi-statement
+    /// simple query, not by the client's BEGIN.
+    pub implicit: bool,
 }
 
 /// What the front end announces at startup (ParameterStatus) and answers to
@@ -135,4 +151,75 @@ pub trait Executor: Send + Sync + 'static {
 
     /// This node's current role.
     fn role(&self) -> NodeRole;
+
+    /// An open transaction block. Dropping it (or [`Executor::rollback`])
+    /// rolls it back and releases whatever it holds.
+    type Transaction: Send + 'static;
+
+    /// Opens a transaction block (`BEGIN`). Runs nothing yet: the
+    /// transaction takes its snapshot at its first statement, as in
+    /// PostgreSQL.
+    fn begin(
+        &self,
+        session: &Session,
+        options: TransactionOptions,
+    ) -> Result<Self::Transaction, SqlError>;
+
+    /// Runs one statement inside `txn`: sees the transaction's own
+    /// writes, returns real row counts and `RETURNING` rows at once.
+    /// Dropping the future interrupts the statement, as for
+    /// [`Executor::execute`]. An error leaves the transaction as it was
+    /// before the statement (the front end then puts the block in the
+    /// failed state).
+    fn execute_in<'a>(
+        &'a self,
+        txn: &'a mut Self::Transaction,
+        session: &'a Session,
+        sql: &'a str,
+        params: Vec<Value>,
+    ) -> impl Future<Output = Result<crate::Reply, SqlError>> + Send + 'a;
+
+    /// Describes a statement as seen inside `txn` (a table it created is
+    /// known).
+    fn describe_in<'a>(
+        &'a self,
+        txn: &'a mut Self::Transaction,
+        sql: &'a str,
+    ) -> impl Future<Output = Result<Description, SqlError>> + Send + 'a;
+
+    /// `SAVEPOINT name`.
+    fn savepoint<'a>(
+        &'a self,
+        txn: &'a mut Self::Transaction,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), SqlError>> + Send + 'a;
+
+    /// `RELEASE [SAVEPOINT] name`: forgets `name` and every savepoint
+    /// set after it, keeping their effects.
+    fn release<'a>(
+        &'a self,
+        txn: &'a mut Self::Transaction,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), SqlError>> + Send + 'a;
+
+    /// `ROLLBACK TO [SAVEPOINT] name`: undoes everything since `name`
+    /// was set; `name` stays.
+    fn rollback_to<'a>(
+        &'a self,
+        txn: &'a mut Self::Transaction,
+        name: &'a str,
+    ) -> impl Future<Output = Result<(), SqlError>> + Send + 'a;
+
+    /// `COMMIT`: replicates the transaction's writes as one unit and
+    /// returns once they are applied, or fails (40001: rolled back, safe
+    /// to retry; 40003: outcome unknown).
+    fn commit(
+        &self,
+        txn: Self::Transaction,
+    ) -> impl Future<Output = Result<(), SqlError>> + Send;
+
+    /// `ROLLBACK`: discards the transaction.
+    fn rollback(&self, txn: Self::Transaction) {
+        drop(txn);
+    }
 }

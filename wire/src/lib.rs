@@ -30,6 +30,7 @@ mod types;
 
 pub use auth::{Roles, ScramVerifier, SCRAM_ITERATIONS};
 pub use executor::{
+    TransactionOptions,
     Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
 };
 pub use large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
