@@ -213,10 +213,7 @@ pub trait Executor: Send + Sync + 'static {
     /// `COMMIT`: replicates the transaction's writes as one unit and
     /// returns once they are applied, or fails (40001: rolled back, safe
     /// to retry; 40003: outcome unknown).
-    fn commit(
-        &self,
-        txn: Self::Transaction,
-    ) -> impl Future<Output = Result<(), SqlError>> + Send;
+    fn commit(&self, txn: Self::Transaction) -> impl Future<Output = Result<(), SqlError>> + Send;
 
     /// `ROLLBACK`: discards the transaction.
     fn rollback(&self, txn: Self::Transaction) {

@@ -8,6 +8,7 @@
 
 mod admission;
 mod auth;
+mod block;
 mod client;
 mod codec;
 mod connection;
@@ -30,8 +31,8 @@ mod types;
 
 pub use auth::{Roles, ScramVerifier, SCRAM_ITERATIONS};
 pub use executor::{
-    TransactionOptions,
-    Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
+    Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError,
+    TransactionOptions, Value,
 };
 pub use large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
 pub use options::{
