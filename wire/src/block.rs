@@ -251,17 +251,15 @@ impl<E: Executor> Connection<E> {
         let implicit = self.block.as_ref().map(|b| b.options.implicit);
         match control {
             Control::Begin { modes, start } => {
-                match &mut self.block {
+                match implicit {
                     None => {
                         self.block = Some(Block::new(TransactionOptions {
                             read_only: self.settings.default_read_only(),
                             implicit: false,
                         }));
                     }
-                    // The statements before it in its message join the
-                    // block, which outlives the message.
-                    Some(block) if block.options.implicit => block.options.implicit = false,
-                    Some(_) => {
+                    Some(true) => {}
+                    Some(false) => {
                         self.warn(SqlError::new(
                             "25001",
                             "there is already a transaction in progress",
@@ -269,7 +267,14 @@ impl<E: Executor> Connection<E> {
                         .await?
                     }
                 }
+                // Before the implicit block turns explicit: if the modes
+                // are refused, it is still rolled back whole.
                 self.set_modes(*modes)?;
+                if let Some(block) = &mut self.block {
+                    // The statements before BEGIN in its message join the
+                    // block, which outlives the message.
+                    block.options.implicit = false;
+                }
                 Ok(outcome(if *start { "START TRANSACTION" } else { "BEGIN" }))
             }
             Control::Commit { chain } | Control::Rollback { chain } => {

@@ -3,8 +3,10 @@
 //! It speaks the protocol and maps types; everything about running SQL is
 //! behind the [`Executor`] trait, which the node implements. [`serve`]
 //! accepts clients: simple and extended query, text and binary formats,
-//! cancel requests, and the session commands (`SET`, `SHOW`, `RESET`) that
-//! drivers send, answered here.
+//! cancel requests, the session commands (`SET`, `SHOW`, `RESET`) that
+//! drivers send, answered here, and transaction blocks with PostgreSQL's
+//! rules (`BEGIN` … `COMMIT`, savepoints, the failed state, implicit
+//! transactions around multi-statement queries).
 
 mod admission;
 mod auth;

@@ -320,6 +320,14 @@ async fn begin_inside_a_multi_statement_query_opens_a_block() {
     assert_eq!(raw.status, b'E', "an explicit block fails and stays");
     raw.simple("ROLLBACK").await;
     assert_eq!(rows(&fake), 3);
+
+    // A BEGIN whose modes come too late fails the implicit block whole.
+    let reply = raw
+        .simple("INSERT INTO t DEFAULT VALUES; BEGIN READ ONLY; INSERT INTO t DEFAULT VALUES")
+        .await;
+    assert_eq!(reports(&reply)[0].1, "25001");
+    assert_eq!(raw.status, b'I');
+    assert_eq!(rows(&fake), 3);
 }
 
 #[tokio::test]
