@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery};
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::negotiate_tls;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::block::{in_failed_block, Block};
 use crate::client::Conn;
 use crate::codec::{statement_too_large, Inbound, WireCodec};
 use crate::errors::{error_info, protocol_violation};
@@ -126,7 +127,7 @@ pub(crate) async fn run<E: Executor>(
         statements: HashMap::new(),
         prepared_bytes: 0,
         portals: HashMap::new(),
-        transaction: TransactionStatus::Idle,
+        block: None,
     }
     .serve()
     .await
@@ -144,7 +145,7 @@ async fn send_fatal(conn: &mut Conn, error: &SqlError) -> io::Result<()> {
 }
 
 /// An authenticated connection and its per-connection state.
-pub(crate) struct Connection<E> {
+pub(crate) struct Connection<E: Executor> {
     pub(crate) conn: Conn,
     pub(crate) executor: Arc<E>,
     /// Runs the executor's calls for large statements.
@@ -161,14 +162,54 @@ pub(crate) struct Connection<E> {
     pub(crate) prepared_bytes: usize,
     /// Portals by name; the unnamed one is "".
     pub(crate) portals: HashMap<String, Portal>,
-    pub(crate) transaction: TransactionStatus,
+    /// The transaction block the client is in, if any.
+    pub(crate) block: Option<Block<E::Transaction>>,
 }
 
 impl<E: Executor> Connection<E> {
     async fn serve(mut self) -> io::Result<()> {
-        while let Some(item) = self.conn.next().await {
+        let served = self.serve_messages().await;
+        // The client left (or was sent away) inside a block: its
+        // transaction is rolled back.
+        self.end_block();
+        served
+    }
+
+    /// The next message; `Ok(None)` once the client hung up. Inside a
+    /// block, a client silent for longer than its
+    /// `idle_in_transaction_session_timeout` is told so and dropped
+    /// (`Err`): its transaction may hold the cluster's write lock.
+    async fn next_message(&mut self) -> io::Result<Option<Inbound>> {
+        let limit = self
+            .settings
+            .idle_in_transaction_timeout()
+            .filter(|_| self.block.is_some());
+        let next = match limit {
+            None => self.conn.next().await,
+            Some(limit) => match tokio::time::timeout(limit, self.conn.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::debug!(?limit, "idle in transaction for too long");
+                    self.end_block();
+                    let error = SqlError::new(
+                        "25P03",
+                        "terminating connection due to idle-in-transaction timeout",
+                    );
+                    send_fatal(&mut self.conn, &error).await?;
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "idle in transaction for longer than idle_in_transaction_session_timeout",
+                    ));
+                }
+            },
+        };
+        next.transpose()
+    }
+
+    async fn serve_messages(&mut self) -> io::Result<()> {
+        while let Some(item) = self.next_message().await? {
             let awaiting_sync = matches!(self.conn.state(), PgWireConnectionState::AwaitingSync);
-            match item? {
+            match item {
                 Inbound::Fatal(error) => return send_fatal(&mut self.conn, &error).await,
                 // After an extended-protocol error everything up to Sync is
                 // skipped, refused messages included.
@@ -209,8 +250,10 @@ impl<E: Executor> Connection<E> {
 
     /// Reports a failed message. In the extended protocol the client is then
     /// ignored until its Sync; in the simple one it may send the next query.
+    /// Inside a block, the block fails (see [`crate::block`]).
     pub(crate) async fn fail(&mut self, error: &SqlError, extended: bool) -> io::Result<()> {
         tracing::debug!(sqlstate = %error.sqlstate, message = %error.message, "statement failed");
+        self.abort_statement();
         self.feed(PgWireBackendMessage::ErrorResponse(ErrorResponse::from(
             error_info(error, false),
         )))
@@ -227,14 +270,14 @@ impl<E: Executor> Connection<E> {
         self.conn.set_state(PgWireConnectionState::ReadyForQuery);
         // Portals live until their transaction ends, as in PostgreSQL.
         self.portals.remove("");
-        if self.transaction == TransactionStatus::Idle {
+        if self.block.is_none() {
             self.portals.clear();
         }
         self.ready_for_query().await
     }
 
     pub(crate) async fn ready_for_query(&mut self) -> io::Result<()> {
-        let status = self.transaction;
+        let status = self.transaction_status();
         self.feed(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
             status,
         )))
@@ -248,9 +291,11 @@ impl<E: Executor> Connection<E> {
         self.conn.feed(message).await
     }
 
-    /// Runs one statement: a session command here, anything else on the
-    /// executor, interruptible (see [`Interrupts`]) and with panics caught.
-    /// The result comes back as a stream of rows, whatever its size.
+    /// Runs one statement: a session command or a transaction-control
+    /// statement here, anything else on the executor (inside the block's
+    /// transaction when in one), interruptible (see [`Interrupts`]) and
+    /// with panics caught. The result comes back as a stream of rows,
+    /// whatever its size.
     pub(crate) async fn run_statement(
         &mut self,
         sql: &str,
@@ -258,10 +303,18 @@ impl<E: Executor> Connection<E> {
         params: Vec<Value>,
         interrupts: &mut Interrupts,
     ) -> Result<RowStream, Failure> {
+        if let Some(session::Command::Transaction(control)) = command {
+            let outcome = self.run_control(control, interrupts).await?;
+            return Ok(outcome.into());
+        }
+        if self.in_failed_block() {
+            return Err(in_failed_block().into());
+        }
         let reply = match command {
             Some(command) => {
                 let role = self.executor.role();
-                let reply = self.settings.run(command, &role)?;
+                let block_read_only = self.block_read_only();
+                let reply = self.settings.run(command, &role, block_read_only)?;
                 for (name, value) in reply.reports {
                     self.feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
                         name, value,
@@ -276,8 +329,18 @@ impl<E: Executor> Connection<E> {
                     return Err(statement_too_large(bytes, self.max_statement_bytes).into());
                 }
                 let session = self.settings.session();
-                let socket = self.conn.tcp();
-                if bytes >= LARGE_STATEMENT_BYTES {
+                if self.block.is_some() {
+                    self.begin_transaction()?;
+                    let Some(txn) = self.block.as_mut().and_then(Block::transaction) else {
+                        return Err(crate::errors::internal("the block has no transaction").into());
+                    };
+                    // `execute_in` borrows the transaction, so it cannot
+                    // move to a large-statement thread: the node does the
+                    // heavy work off the runtime itself.
+                    let execute = self.executor.execute_in(txn, &session, sql, params);
+                    interrupts.race(self.conn.tcp(), execute).await?
+                } else if bytes >= LARGE_STATEMENT_BYTES {
+                    let socket = self.conn.tcp();
                     let executor = Arc::clone(&self.executor);
                     let sql = sql.to_string();
                     let make =
@@ -285,40 +348,15 @@ impl<E: Executor> Connection<E> {
                     interrupts.race(socket, self.large.call(make)).await?
                 } else {
                     let execute = self.executor.execute(&session, sql, params);
-                    interrupts.race(socket, execute).await?
+                    interrupts.race(self.conn.tcp(), execute).await?
                 }
             }
         };
-        if let Reply::Done(outcome) = &reply {
-            self.track_transaction(&outcome.tag, sql);
-        }
         Ok(reply.into())
     }
 
     /// Watches the next statement for a cancel, its timeout and a hangup.
     pub(crate) async fn interrupts(&self) -> Interrupts {
         Interrupts::start(self.cancel.as_deref(), self.settings.statement_timeout()).await
-    }
-
-    /// Follows BEGIN/COMMIT/ROLLBACK by their tags, for ReadyForQuery. An
-    /// error inside a transaction leaves it open, as SQLite does (PostgreSQL
-    /// would mark it failed).
-    fn track_transaction(&mut self, tag: &str, sql: &str) {
-        let command = tag.split_whitespace().next().unwrap_or("");
-        if command.eq_ignore_ascii_case("BEGIN") || tag.eq_ignore_ascii_case("START TRANSACTION") {
-            self.transaction = TransactionStatus::Transaction;
-        } else if command.eq_ignore_ascii_case("COMMIT") {
-            self.transaction = TransactionStatus::Idle;
-        } else if command.eq_ignore_ascii_case("ROLLBACK") {
-            // `ROLLBACK [TRANSACTION] TO [SAVEPOINT] x` keeps it open.
-            let to_savepoint = sql
-                .split_whitespace()
-                .skip(1)
-                .take(2)
-                .any(|w| w.eq_ignore_ascii_case("to"));
-            if !to_savepoint {
-                self.transaction = TransactionStatus::Idle;
-            }
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! SQLSTATEs the front end raises itself, and the conversion of every error
 //! into what an ErrorResponse carries.
 
-use pgwire::error::{ErrorInfo, SEVERITY_ERROR, SEVERITY_FATAL};
+use pgwire::error::{ErrorInfo, SEVERITY_ERROR, SEVERITY_FATAL, SEVERITY_WARNING};
 
 use crate::executor::SqlError;
 
@@ -37,6 +37,15 @@ pub(crate) fn error_info(error: &SqlError, fatal: bool) -> ErrorInfo {
     } else {
         SEVERITY_ERROR
     };
+    info_at(severity, error)
+}
+
+/// The NoticeResponse fields for a WARNING: the statement goes on.
+pub(crate) fn warning_info(warning: &SqlError) -> ErrorInfo {
+    info_at(SEVERITY_WARNING, warning)
+}
+
+fn info_at(severity: &str, error: &SqlError) -> ErrorInfo {
     let mut info = ErrorInfo::new(
         severity.to_string(),
         sqlstate(&error.sqlstate).to_string(),

@@ -159,6 +159,15 @@ pub trait Executor: Send + Sync + 'static {
     /// Opens a transaction block (`BEGIN`). Runs nothing yet: the
     /// transaction takes its snapshot at its first statement, as in
     /// PostgreSQL.
+    ///
+    /// The front end calls it lazily, right before the block's first
+    /// `execute_in` or `savepoint` (so `SET TRANSACTION` can still set the
+    /// options), and for a multi-statement simple query outside a block
+    /// with `implicit: true`. An implicit transaction may become the
+    /// client's own block when the query's text holds `BEGIN`, and then
+    /// stays open after the query. Every transaction begun ends with
+    /// exactly one of `commit`, `rollback`, or being dropped (the
+    /// connection died). A block that ran no statement never calls it.
     fn begin(
         &self,
         session: &Session,
@@ -168,9 +177,12 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs one statement inside `txn`: sees the transaction's own
     /// writes, returns real row counts and `RETURNING` rows at once.
     /// Dropping the future interrupts the statement, as for
-    /// [`Executor::execute`]. An error leaves the transaction as it was
-    /// before the statement (the front end then puts the block in the
-    /// failed state).
+    /// [`Executor::execute`] (a cancel, `statement_timeout`, a hang-up).
+    /// An error, or the drop, must leave the transaction as it was
+    /// before the statement: the front end then puts the block in the
+    /// failed state, and a later `rollback_to` or `rollback` must still
+    /// work on it. It is awaited on the connection's task whatever the
+    /// statement's size: heavy work belongs off the async workers.
     fn execute_in<'a>(
         &'a self,
         txn: &'a mut Self::Transaction,
@@ -212,11 +224,11 @@ pub trait Executor: Send + Sync + 'static {
 
     /// `COMMIT`: replicates the transaction's writes as one unit and
     /// returns once they are applied, or fails (40001: rolled back, safe
-    /// to retry; 40003: outcome unknown).
-    fn commit(
-        &self,
-        txn: Self::Transaction,
-    ) -> impl Future<Output = Result<(), SqlError>> + Send;
+    /// to retry; 40003: outcome unknown). The front end never drops this
+    /// future early (a cancel or `statement_timeout` does not stop a
+    /// commit), so it must end on its own. Whatever the result, the block
+    /// is over.
+    fn commit(&self, txn: Self::Transaction) -> impl Future<Output = Result<(), SqlError>> + Send;
 
     /// `ROLLBACK`: discards the transaction.
     fn rollback(&self, txn: Self::Transaction) {

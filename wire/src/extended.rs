@@ -19,6 +19,7 @@ use pgwire::messages::extendedquery::{
 use pgwire::messages::response::{CommandComplete, EmptyQueryResponse};
 use pgwire::messages::PgWireBackendMessage;
 
+use crate::block::in_failed_block;
 use crate::connection::{Connection, Failure};
 use crate::errors::protocol_violation;
 use crate::executor::{Column, Executor, SqlError, Value};
@@ -40,11 +41,23 @@ pub(crate) struct Prepared {
     columns: Vec<Column>,
 }
 
+impl Prepared {
+    /// Whether a failed block accepts it: `COMMIT`, `ROLLBACK`, `ROLLBACK
+    /// TO` (and an empty query, as PostgreSQL does).
+    fn ends_failed_block(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Session(session::Command::Transaction(control)) => control.ends_failed_block(),
+            Kind::Session(_) | Kind::Sql => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Kind {
     /// An empty query string: EmptyQueryResponse.
     Empty,
-    /// SET, SHOW, RESET: answered here.
+    /// SET, SHOW, RESET, BEGIN, COMMIT …: answered here.
     Session(session::Command),
     /// Anything else: run by the executor.
     Sql,
@@ -131,6 +144,11 @@ impl<E: Executor> Connection<E> {
             }
         } else if let Some(command) = session::parse(&query) {
             let command = command?;
+            let exits =
+                matches!(&command, session::Command::Transaction(c) if c.ends_failed_block());
+            if self.in_failed_block() && !exits {
+                return Err(in_failed_block().into());
+            }
             if !given.is_empty() {
                 return Err(too_many_types(given.len(), 0).into());
             }
@@ -141,16 +159,25 @@ impl<E: Executor> Connection<E> {
                 param_types: Vec::new(),
             }
         } else {
+            if self.in_failed_block() {
+                return Err(in_failed_block().into());
+            }
             let mut interrupts = self.interrupts().await;
-            let socket = self.conn.tcp();
-            let description = if query.len() >= LARGE_STATEMENT_BYTES {
+            let description = if let Some(txn) = self.block.as_mut().and_then(|b| b.transaction()) {
+                // Inside the block's transaction, which may have created
+                // what the statement names. Inline, large or not: the
+                // transaction cannot move to another thread.
+                let describe = self.executor.describe_in(txn, &query);
+                interrupts.race(self.conn.tcp(), describe).await?
+            } else if query.len() >= LARGE_STATEMENT_BYTES {
+                let socket = self.conn.tcp();
                 let executor = Arc::clone(&self.executor);
                 let sql = query.clone();
                 let make = move || async move { executor.describe(&sql).await };
                 interrupts.race(socket, self.large.call(make)).await?
             } else {
                 interrupts
-                    .race(socket, self.executor.describe(&query))
+                    .race(self.conn.tcp(), self.executor.describe(&query))
                     .await?
             };
             if given.len() > description.params.len() {
@@ -203,6 +230,9 @@ impl<E: Executor> Connection<E> {
             .get(&statement_name)
             .cloned()
             .ok_or_else(|| statement_missing(&statement_name))?;
+        if self.in_failed_block() && !statement.ends_failed_block() {
+            return Err(in_failed_block().into());
+        }
         if bind.parameters.len() != statement.param_types.len() {
             return Err(protocol_violation(format!(
                 "bind message supplies {} parameters, but prepared statement \"{statement_name}\" \

@@ -3,11 +3,14 @@
 //! It speaks the protocol and maps types; everything about running SQL is
 //! behind the [`Executor`] trait, which the node implements. [`serve`]
 //! accepts clients: simple and extended query, text and binary formats,
-//! cancel requests, and the session commands (`SET`, `SHOW`, `RESET`) that
-//! drivers send, answered here.
+//! cancel requests, the session commands (`SET`, `SHOW`, `RESET`) that
+//! drivers send, answered here, and transaction blocks with PostgreSQL's
+//! rules (`BEGIN` … `COMMIT`, savepoints, the failed state, implicit
+//! transactions around multi-statement queries).
 
 mod admission;
 mod auth;
+mod block;
 mod client;
 mod codec;
 mod connection;
@@ -30,8 +33,8 @@ mod types;
 
 pub use auth::{Roles, ScramVerifier, SCRAM_ITERATIONS};
 pub use executor::{
-    TransactionOptions,
-    Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError, Value,
+    Column, Description, Executor, NodeRole, Outcome, PgType, Session, SqlError,
+    TransactionOptions, Value,
 };
 pub use large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
 pub use options::{

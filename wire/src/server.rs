@@ -34,7 +34,9 @@ pub(crate) struct Shared<E> {
 /// Each connection runs on its own task; a panic there closes that
 /// connection only. At most `opts.max_connections` are served at once (see
 /// `crate::admission` for the ones beyond). Statements go to `executor`; `SET`, `SHOW` and `RESET`
-/// are answered by the front end itself.
+/// are answered by the front end itself, and transaction blocks (`BEGIN`,
+/// `COMMIT`, savepoints) are kept here and run through
+/// [`Executor::begin`] and its kin (see `crate::block`).
 pub async fn serve<E: Executor>(
     listener: TcpListener,
     executor: Arc<E>,

@@ -20,8 +20,10 @@ use crate::types::{data_row, row_description, Format};
 impl<E: Executor> Connection<E> {
     /// Runs a Query message: its statements, split by the executor, one at
     /// a time, stopping at the first error. Each statement's result is sent
-    /// as soon as it is known. Statements before a failing one stay done:
-    /// each commits on its own (PostgreSQL would roll the batch back).
+    /// as soon as it is known. Several statements outside a block run in an
+    /// implicit one (see [`crate::block`]): after an error, none of them
+    /// stays done. A single statement outside a block runs on its own,
+    /// without a transaction.
     pub(crate) async fn on_query(&mut self, query: String) -> io::Result<()> {
         if query
             .trim_matches(|c: char| c == ';' || c.is_whitespace())
@@ -42,7 +44,13 @@ impl<E: Executor> Connection<E> {
         if statements.is_empty() {
             return self.empty_query().await;
         }
+        let implicit = statements.len() > 1;
         for sql in &statements {
+            if implicit {
+                // Again after a COMMIT or ROLLBACK in the message, as in
+                // PostgreSQL.
+                self.open_implicit_block();
+            }
             // Each statement has its own statement_timeout, as in PostgreSQL.
             let mut interrupts = self.interrupts().await;
             let result = match session::parse(sql) {
@@ -65,6 +73,9 @@ impl<E: Executor> Connection<E> {
                 Err(Failure::Sql(error)) => return self.fail(&error, false).await,
                 Err(Failure::Io(e)) => return Err(e),
             }
+        }
+        if let Err(error) = self.close_implicit_block().await {
+            return self.fail(&error, false).await;
         }
         self.ready_for_query().await
     }

@@ -1,6 +1,9 @@
-//! Recognising and parsing `SET`, `RESET` and `SHOW`.
+//! Recognising and parsing `SET`, `RESET` and `SHOW`, and sorting out the
+//! transaction-control statements (parsed in `super::transaction`).
 
 use super::settings::display_name;
+use super::tokens::{Token, Tokens};
+use super::transaction::{parse_control, parse_modes, Control};
 use crate::executor::{Column, PgType, SqlError};
 
 /// A statement the front end answers itself.
@@ -8,13 +11,16 @@ use crate::executor::{Column, PgType, SqlError};
 pub(crate) enum Command {
     /// `SET name TO value` (`value` None: `TO DEFAULT`).
     Set { name: String, value: Option<String> },
-    /// A `SET` form with no plain setting behind it (`SET TRANSACTION …`,
-    /// `SET ROLE …`): accepted and ignored.
+    /// A `SET` form with no plain setting behind it (`SET ROLE …`,
+    /// `SET CONSTRAINTS …`): accepted and ignored.
     SetIgnored,
     /// `RESET name`, or `RESET ALL` (name None).
     Reset { name: Option<String> },
     /// `SHOW name`, or `SHOW ALL` (name None).
     Show { name: Option<String> },
+    /// `BEGIN`, `COMMIT`, savepoints, `SET TRANSACTION` …: carried out by
+    /// the connection, which keeps the transaction block.
+    Transaction(Control),
 }
 
 impl Command {
@@ -34,23 +40,28 @@ impl Command {
     }
 }
 
-/// Recognises a session command. `None`: not one, send it to the executor.
-/// `Some(Err)`: it is one but malformed (42601).
+/// Recognises a session command or a transaction-control statement.
+/// `None`: neither, send it to the executor. `Some(Err)`: it is one but
+/// malformed (42601, quoting the statement).
 pub(crate) fn parse(sql: &str) -> Option<Result<Command, SqlError>> {
     let mut tokens = Tokens::new(sql);
     let Ok(Some(Token::Word(first))) = tokens.next() else {
         return None;
     };
-    let command = match first.to_ascii_lowercase().as_str() {
+    let first = first.to_ascii_lowercase();
+    let command = match first.as_str() {
         "set" => parse_set(&mut tokens),
         "reset" => parse_reset(&mut tokens),
         "show" => parse_show(&mut tokens),
-        _ => return None,
+        other => parse_control(other, &mut tokens)?.map(Command::Transaction),
     };
     Some(command.map_err(|why| {
         SqlError::new(
             "42601",
-            format!("syntax error in {}: {why}", first.to_ascii_uppercase()),
+            format!(
+                "syntax error in \"{}\": {why}",
+                sql.trim().trim_end_matches(';').trim_end()
+            ),
         )
     }))
 }
@@ -61,6 +72,17 @@ fn parse_set(tokens: &mut Tokens<'_>) -> Result<Command, String> {
         name = tokens.expect_name()?;
     }
     match name.as_str() {
+        "transaction" => {
+            let modes = parse_modes(tokens, false)?;
+            return Ok(Command::Transaction(Control::SetTransaction(modes)));
+        }
+        "characteristics" => {
+            if !(tokens.eat_word("as")? && tokens.eat_word("transaction")?) {
+                return Err("expected AS TRANSACTION after CHARACTERISTICS".into());
+            }
+            let modes = parse_modes(tokens, false)?;
+            return Ok(Command::Transaction(Control::SetDefaults(modes)));
+        }
         // `SET TIME ZONE 'UTC'`, `SET NAMES 'UTF8'`: no `=` or `TO`.
         "time" if tokens.eat_word("zone")? => {
             let value = parse_values(tokens)?;
@@ -76,7 +98,7 @@ fn parse_set(tokens: &mut Tokens<'_>) -> Result<Command, String> {
                 value,
             });
         }
-        "transaction" | "characteristics" | "role" | "authorization" | "constraints" => {
+        "role" | "authorization" | "constraints" => {
             return Ok(Command::SetIgnored);
         }
         _ => {}
@@ -145,142 +167,6 @@ fn parse_show(tokens: &mut Tokens<'_>) -> Result<Command, String> {
     Ok(Command::Show { name })
 }
 
-/// A token of a session command.
-#[derive(Debug, PartialEq)]
-enum Token<'a> {
-    /// A bare word or number: `extra_float_digits`, `3`, `-1.5`, `a.b`.
-    Word(&'a str),
-    /// `'it''s'`, unescaped; `E'…'` strings are not supported.
-    Quoted(String),
-    /// `"Name"`, unescaped, case kept.
-    QuotedName(String),
-    Symbol(char),
-}
-
-/// A tokenizer that skips spaces and comments and treats a trailing `;` as
-/// the end.
-struct Tokens<'a> {
-    rest: &'a str,
-}
-
-impl<'a> Tokens<'a> {
-    fn new(sql: &'a str) -> Self {
-        Tokens { rest: sql }
-    }
-
-    fn skip_space(&mut self) -> Result<(), String> {
-        loop {
-            self.rest = self.rest.trim_start();
-            if let Some(r) = self.rest.strip_prefix("--") {
-                self.rest = r.find('\n').map_or("", |i| &r[i + 1..]);
-            } else if let Some(r) = self.rest.strip_prefix("/*") {
-                let end = r.find("*/").ok_or("unterminated comment")?;
-                self.rest = &r[end + 2..];
-            } else {
-                return Ok(());
-            }
-        }
-    }
-
-    /// The next token; None at the end (trailing semicolons included).
-    fn next(&mut self) -> Result<Option<Token<'a>>, String> {
-        self.skip_space()?;
-        let Some(c) = self.rest.chars().next() else {
-            return Ok(None);
-        };
-        if c == ';' {
-            let after = self.rest.trim_start_matches(';');
-            let mut tail = Tokens { rest: after };
-            tail.skip_space()?;
-            if tail.rest.is_empty() {
-                self.rest = "";
-                return Ok(None);
-            }
-            return Err("only one statement is allowed".into());
-        }
-        if c == '\'' || c == '"' {
-            let (text, len) = quoted(self.rest, c).ok_or("unterminated quoted string")?;
-            self.rest = &self.rest[len..];
-            return Ok(Some(if c == '\'' {
-                Token::Quoted(text)
-            } else {
-                Token::QuotedName(text)
-            }));
-        }
-        if c == '=' || c == ',' {
-            self.rest = &self.rest[1..];
-            return Ok(Some(Token::Symbol(c)));
-        }
-        let len = self
-            .rest
-            .find(|ch: char| ch.is_whitespace() || matches!(ch, '=' | ',' | ';' | '\'' | '"'))
-            .unwrap_or(self.rest.len());
-        let word = &self.rest[..len];
-        self.rest = &self.rest[len..];
-        Ok(Some(Token::Word(word)))
-    }
-
-    /// A setting name: words and quoted names joined by dots, lower-cased
-    /// unless quoted.
-    fn expect_name(&mut self) -> Result<String, String> {
-        match self.next()? {
-            Some(Token::Word(w)) => Ok(w.to_ascii_lowercase()),
-            Some(Token::QuotedName(n)) => Ok(n),
-            _ => Err("expected a setting name".into()),
-        }
-    }
-
-    fn peek_is_name(&self) -> Result<bool, String> {
-        let mut ahead = Tokens { rest: self.rest };
-        Ok(match ahead.next()? {
-            Some(Token::Word(w)) => !w.eq_ignore_ascii_case("to"),
-            Some(Token::QuotedName(_)) => true,
-            _ => false,
-        })
-    }
-
-    /// Consumes `word` (any case) if it comes next.
-    fn eat_word(&mut self, word: &str) -> Result<bool, String> {
-        let mut ahead = Tokens { rest: self.rest };
-        if matches!(ahead.next()?, Some(Token::Word(w)) if w.eq_ignore_ascii_case(word)) {
-            self.rest = ahead.rest;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    fn expect_end(&mut self) -> Result<(), String> {
-        match self.next()? {
-            None => Ok(()),
-            Some(_) => Err("unexpected text at the end".into()),
-        }
-    }
-
-    fn skip_rest(&mut self) {
-        self.rest = "";
-    }
-}
-
-/// The text of a quoted token at the start of `s` (quote char `q`, doubled
-/// to escape) and the token's length.
-fn quoted(s: &str, q: char) -> Option<(String, usize)> {
-    let mut text = String::new();
-    let mut chars = s.char_indices().skip(1).peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == q {
-            if matches!(chars.peek(), Some((_, next)) if *next == q) {
-                chars.next();
-                text.push(q);
-            } else {
-                return Some((text, i + 1));
-            }
-        } else {
-            text.push(c);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,14 +216,6 @@ mod tests {
             }
         );
         assert_eq!(parsed("SET session = 1"), set("session", "1"));
-        assert_eq!(
-            parsed("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
-            Command::SetIgnored
-        );
-        assert_eq!(
-            parsed("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
-            Command::SetIgnored
-        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::timeout::parse_statement_timeout;
+use super::timeout::parse_timeout;
 use super::Command;
+use crate::errors::internal;
 use crate::executor::{NodeRole, Outcome, Session, SqlError, Value};
 
 /// The setting behind [`Session::weak_reads`].
@@ -13,6 +14,22 @@ const READ_CONSISTENCY: &str = "resqlite.read_consistency";
 
 /// The setting behind [`Settings::statement_timeout`].
 const STATEMENT_TIMEOUT: &str = "statement_timeout";
+
+/// The setting behind [`Session::lock_timeout`].
+const LOCK_TIMEOUT: &str = "lock_timeout";
+
+/// The setting behind [`Settings::idle_in_transaction_timeout`].
+const IDLE_TIMEOUT: &str = "idle_in_transaction_session_timeout";
+
+/// ReSQLite's default for [`IDLE_TIMEOUT`] (PostgreSQL's is 0, none): a
+/// write transaction holds the cluster's only write lock, so a client
+/// that opens one and goes quiet would stop every writer on every node.
+/// A minute is longer than any pause a working client makes inside a
+/// transaction.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The setting behind [`Settings::default_read_only`].
+const DEFAULT_READ_ONLY: &str = "default_transaction_read_only";
 
 /// What one session command produced.
 #[derive(Debug)]
@@ -38,6 +55,10 @@ pub(crate) struct Settings {
     /// Whether that role is a superuser.
     superuser: bool,
     statement_timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
+    idle_in_transaction_timeout: Option<Duration>,
+    /// `default_transaction_read_only` as the client set it.
+    default_read_only: bool,
 }
 
 impl Settings {
@@ -54,6 +75,9 @@ impl Settings {
             user: std::sync::Arc::from(""),
             superuser: false,
             statement_timeout: None,
+            lock_timeout: None,
+            idle_in_transaction_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            default_read_only: false,
         };
         for (name, value) in startup {
             if name == "user" {
@@ -83,8 +107,28 @@ impl Settings {
             weak_reads: self.weak_reads,
             user: self.user.clone(),
             superuser: self.superuser,
-            lock_timeout: None,
+            lock_timeout: self.lock_timeout,
         }
+    }
+
+    /// How long a client may stay silent inside a transaction block
+    /// before its connection is closed; `None`: forever.
+    pub(crate) fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        self.idle_in_transaction_timeout
+    }
+
+    /// Whether blocks begin read-only unless they say otherwise
+    /// (`default_transaction_read_only`, `SET SESSION CHARACTERISTICS`).
+    pub(crate) fn default_read_only(&self) -> bool {
+        self.default_read_only
+    }
+
+    /// `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY|WRITE`.
+    pub(crate) fn set_default_read_only(&mut self, read_only: bool) {
+        let value = if read_only { "on" } else { "off" };
+        self.default_read_only = read_only;
+        self.values
+            .insert(DEFAULT_READ_ONLY.to_string(), value.to_string());
     }
 
     /// How long a statement may run (`SET statement_timeout`); `None`:
@@ -94,8 +138,19 @@ impl Settings {
     }
 
     /// Runs one session command. `role` is the node's role now: it answers
-    /// `SHOW transaction_read_only` and its kin.
-    pub(crate) fn run(&mut self, command: &Command, role: &NodeRole) -> Result<Reply, SqlError> {
+    /// `SHOW transaction_read_only` and its kin, with `block_read_only`,
+    /// whether the transaction block the connection is in (if any) is
+    /// read-only.
+    pub(crate) fn run(
+        &mut self,
+        command: &Command,
+        role: &NodeRole,
+        block_read_only: Option<bool>,
+    ) -> Result<Reply, SqlError> {
+        let read_only = ReadOnly {
+            node: !role.is_leader,
+            block: block_read_only,
+        };
         let mut reports = Vec::new();
         let outcome = match command {
             Command::Set { name, value } => {
@@ -114,11 +169,14 @@ impl Settings {
                 self.values.clear();
                 self.weak_reads = false;
                 self.statement_timeout = None;
+                self.lock_timeout = None;
+                self.idle_in_transaction_timeout = Some(DEFAULT_IDLE_TIMEOUT);
+                self.default_read_only = false;
                 reports.extend(names.iter().filter_map(|n| self.report(n)));
                 execution("RESET")
             }
             Command::Show { name: Some(name) } => {
-                let value = self.show(name, role).ok_or_else(|| {
+                let value = self.show(name, read_only).ok_or_else(|| {
                     SqlError::new(
                         "42704",
                         format!("unrecognized configuration parameter \"{name}\""),
@@ -130,6 +188,12 @@ impl Settings {
                     rows: vec![vec![Value::Text(value)]],
                 }
             }
+            Command::Transaction(_) => {
+                return Err(internal(
+                    "a transaction statement reached the session settings; the connection \
+                     carries those out",
+                ))
+            }
             Command::Show { name: None } => {
                 let mut names: Vec<&str> = DEFAULTS.iter().map(|(n, _, _)| *n).collect();
                 names.extend(self.values.keys().map(String::as_str));
@@ -138,7 +202,7 @@ impl Settings {
                 let rows = names
                     .iter()
                     .map(|n| {
-                        let value = self.show(n, role).unwrap_or_default();
+                        let value = self.show(n, read_only).unwrap_or_default();
                         let description = DEFAULTS
                             .iter()
                             .find(|(d, _, _)| d.eq_ignore_ascii_case(n))
@@ -179,7 +243,19 @@ impl Settings {
                 }
             },
             (STATEMENT_TIMEOUT, None) => self.statement_timeout = None,
-            (STATEMENT_TIMEOUT, Some(v)) => self.statement_timeout = parse_statement_timeout(v)?,
+            (STATEMENT_TIMEOUT, Some(v)) => {
+                self.statement_timeout = parse_timeout(STATEMENT_TIMEOUT, v)?
+            }
+            (LOCK_TIMEOUT, None) => self.lock_timeout = None,
+            (LOCK_TIMEOUT, Some(v)) => self.lock_timeout = parse_timeout(LOCK_TIMEOUT, v)?,
+            (IDLE_TIMEOUT, None) => self.idle_in_transaction_timeout = Some(DEFAULT_IDLE_TIMEOUT),
+            (IDLE_TIMEOUT, Some(v)) => {
+                self.idle_in_transaction_timeout = parse_timeout(IDLE_TIMEOUT, v)?
+            }
+            (DEFAULT_READ_ONLY, None) => self.default_read_only = false,
+            (DEFAULT_READ_ONLY, Some(v)) => {
+                self.default_read_only = parse_bool(DEFAULT_READ_ONLY, v)?
+            }
             ("client_encoding", Some(v))
                 if !matches!(
                     v.to_ascii_lowercase().as_str(),
@@ -213,13 +289,20 @@ impl Settings {
     }
 
     /// The current value of `name`; None when it is unknown.
-    fn show(&self, name: &str, role: &NodeRole) -> Option<String> {
+    fn show(&self, name: &str, read_only: ReadOnly) -> Option<String> {
         let key = name.to_ascii_lowercase();
-        let read_only = if role.is_leader { "off" } else { "on" };
+        let on_off = |on: bool| if on { "on" } else { "off" }.to_string();
         match key.as_str() {
-            // The node's role, not a session choice: a follower refuses writes.
-            "transaction_read_only" | "default_transaction_read_only" | "in_hot_standby" => {
-                return Some(read_only.to_string())
+            // A follower refuses writes, whatever the session chose.
+            "in_hot_standby" => return Some(on_off(read_only.node)),
+            DEFAULT_READ_ONLY => return Some(on_off(read_only.node || self.default_read_only)),
+            "transaction_read_only" => {
+                let session = read_only.block.unwrap_or(self.default_read_only);
+                return Some(on_off(read_only.node || session));
+            }
+            // Every transaction is serializable, whatever was asked for.
+            "transaction_isolation" | "default_transaction_isolation" => {
+                return Some("serializable".to_string())
             }
             "server_version" => return Some(self.server_version.clone()),
             "server_version_num" => return Some(version_num(&self.server_version)),
@@ -265,14 +348,25 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
         "Sets the display format for date and time values.",
     ),
     (
-        "default_transaction_read_only",
+        "default_transaction_isolation",
+        "serializable",
+        "Every transaction is serializable.",
+    ),
+    (
+        DEFAULT_READ_ONLY,
         "",
-        "on when this node is not the leader.",
+        "Whether transaction blocks begin read-only (always on when this node is not the leader).",
     ),
     (
         "extra_float_digits",
         "1",
         "Sets the number of digits displayed for floats.",
+    ),
+    (
+        IDLE_TIMEOUT,
+        "1min",
+        "Closes a connection silent inside a transaction block for longer (0: never); \
+         an open write transaction holds the cluster's write lock.",
     ),
     ("in_hot_standby", "", "on when this node is not the leader."),
     ("integer_datetimes", "on", "Datetimes are integer based."),
@@ -290,6 +384,11 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
         READ_CONSISTENCY,
         "",
         "linearizable (reads confirm leadership) or weak (reads are served locally).",
+    ),
+    (
+        LOCK_TIMEOUT,
+        "0",
+        "How long a statement waits for the write lock another transaction holds (0: as long as it takes).",
     ),
     ("search_path", "public", "Sets the schema search order."),
     (
@@ -335,9 +434,30 @@ const DEFAULTS: &[(&str, &str, &str)] = &[
     (
         "transaction_read_only",
         "",
-        "on when this node is not the leader.",
+        "Whether the current transaction is read-only (always on when this node is not the leader).",
     ),
 ];
+
+/// What makes transactions read-only now, for `SHOW`.
+#[derive(Clone, Copy, Debug)]
+struct ReadOnly {
+    /// This node is not the leader.
+    node: bool,
+    /// The connection is in a block: whether it is read-only.
+    block: Option<bool>,
+}
+
+/// A boolean setting's value, as PostgreSQL reads it.
+fn parse_bool(name: &str, value: &str) -> Result<bool, SqlError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" | "t" | "y" => Ok(true),
+        "off" | "false" | "no" | "0" | "f" | "n" => Ok(false),
+        _ => Err(SqlError::new(
+            "22023",
+            format!("parameter \"{name}\" requires a Boolean value (on or off), not \"{value}\""),
+        )),
+    }
+}
 
 fn default_value(name: &str) -> Option<&'static str> {
     DEFAULTS
@@ -389,27 +509,37 @@ mod tests {
     fn read_consistency_drives_weak_reads() {
         let mut s = Settings::new("16.0", []);
         assert!(!s.session().weak_reads);
-        s.run(&parsed("SET resqlite.read_consistency = 'WEAK'"), &LEADER)
-            .unwrap();
+        s.run(
+            &parsed("SET resqlite.read_consistency = 'WEAK'"),
+            &LEADER,
+            None,
+        )
+        .unwrap();
         assert!(s.session().weak_reads);
         let shown = s
-            .run(&parsed("SHOW resqlite.read_consistency"), &LEADER)
+            .run(&parsed("SHOW resqlite.read_consistency"), &LEADER, None)
             .unwrap();
         assert_eq!(shown.outcome.rows, vec![vec![Value::Text("weak".into())]]);
         s.run(
             &parsed("SET resqlite.read_consistency TO linearizable"),
             &LEADER,
+            None,
         )
         .unwrap();
         assert!(!s.session().weak_reads);
-        s.run(&parsed("SET resqlite.read_consistency = weak"), &LEADER)
-            .unwrap();
-        s.run(&parsed("RESET ALL"), &LEADER).unwrap();
+        s.run(
+            &parsed("SET resqlite.read_consistency = weak"),
+            &LEADER,
+            None,
+        )
+        .unwrap();
+        s.run(&parsed("RESET ALL"), &LEADER, None).unwrap();
         assert!(!s.session().weak_reads);
         let err = s
             .run(
                 &parsed("SET resqlite.read_consistency = 'eventual'"),
                 &LEADER,
+                None,
             )
             .unwrap_err();
         assert_eq!(err.sqlstate, "22023");
@@ -420,7 +550,9 @@ mod tests {
     fn show_answers_read_only_from_the_role() {
         let mut s = Settings::new("16.0", []);
         let show = |s: &mut Settings, role| {
-            let r = s.run(&parsed("SHOW transaction_read_only"), role).unwrap();
+            let r = s
+                .run(&parsed("SHOW transaction_read_only"), role, None)
+                .unwrap();
             assert_eq!(r.outcome.tag, "SHOW");
             assert_eq!(r.outcome.columns[0].name, "transaction_read_only");
             r.outcome.rows[0][0].clone()
@@ -435,7 +567,7 @@ mod tests {
         let psql = String::from("psql");
         let mut s = Settings::new("16.2", [(&app, &psql)]);
         let show = |s: &mut Settings, sql: &str| {
-            s.run(&parsed(sql), &LEADER)
+            s.run(&parsed(sql), &LEADER, None)
                 .map(|r| r.outcome.rows[0][0].clone())
         };
         assert_eq!(
@@ -451,18 +583,18 @@ mod tests {
             Value::Text("ISO, MDY".into())
         );
         let reply = s
-            .run(&parsed("SET application_name = 'etl'"), &LEADER)
+            .run(&parsed("SET application_name = 'etl'"), &LEADER, None)
             .unwrap();
         assert_eq!(
             reply.reports,
             vec![("application_name".to_string(), "etl".to_string())]
         );
-        s.run(&parsed("SET my.custom = 42"), &LEADER).unwrap();
+        s.run(&parsed("SET my.custom = 42"), &LEADER, None).unwrap();
         assert_eq!(
             show(&mut s, "SHOW my.custom").unwrap(),
             Value::Text("42".into())
         );
-        s.run(&parsed("RESET my.custom"), &LEADER).unwrap();
+        s.run(&parsed("RESET my.custom"), &LEADER, None).unwrap();
         assert_eq!(
             show(&mut s, "SHOW my.custom").unwrap_err().sqlstate,
             "42704"
@@ -474,27 +606,31 @@ mod tests {
     fn statement_timeout_is_parsed_shown_and_reset() {
         let mut s = Settings::new("16.0", []);
         assert_eq!(s.statement_timeout(), None);
-        s.run(&parsed("SET statement_timeout = '1s'"), &LEADER)
+        s.run(&parsed("SET statement_timeout = '1s'"), &LEADER, None)
             .unwrap();
         assert_eq!(s.statement_timeout(), Some(Duration::from_secs(1)));
-        let shown = s.run(&parsed("SHOW statement_timeout"), &LEADER).unwrap();
+        let shown = s
+            .run(&parsed("SHOW statement_timeout"), &LEADER, None)
+            .unwrap();
         assert_eq!(shown.outcome.rows, vec![vec![Value::Text("1s".into())]]);
-        s.run(&parsed("SET statement_timeout TO 250"), &LEADER)
+        s.run(&parsed("SET statement_timeout TO 250"), &LEADER, None)
             .unwrap();
         assert_eq!(s.statement_timeout(), Some(Duration::from_millis(250)));
         let err = s
-            .run(&parsed("SET statement_timeout = 'soon'"), &LEADER)
+            .run(&parsed("SET statement_timeout = 'soon'"), &LEADER, None)
             .unwrap_err();
         assert_eq!(err.sqlstate, "22023");
         assert_eq!(s.statement_timeout(), Some(Duration::from_millis(250)));
-        s.run(&parsed("SET statement_timeout = 0"), &LEADER)
+        s.run(&parsed("SET statement_timeout = 0"), &LEADER, None)
             .unwrap();
         assert_eq!(s.statement_timeout(), None);
-        s.run(&parsed("SET statement_timeout = '5min'"), &LEADER)
+        s.run(&parsed("SET statement_timeout = '5min'"), &LEADER, None)
             .unwrap();
-        s.run(&parsed("RESET ALL"), &LEADER).unwrap();
+        s.run(&parsed("RESET ALL"), &LEADER, None).unwrap();
         assert_eq!(s.statement_timeout(), None);
-        let shown = s.run(&parsed("SHOW statement_timeout"), &LEADER).unwrap();
+        let shown = s
+            .run(&parsed("SHOW statement_timeout"), &LEADER, None)
+            .unwrap();
         assert_eq!(shown.outcome.rows, vec![vec![Value::Text("0".into())]]);
         let from_startup = (String::from("statement_timeout"), String::from("2s"));
         let s = Settings::new("16.0", [(&from_startup.0, &from_startup.1)]);
@@ -504,11 +640,12 @@ mod tests {
     #[test]
     fn only_utf8_client_encoding() {
         let mut s = Settings::new("16.0", []);
-        s.run(&parsed("SET client_encoding = 'UTF8'"), &LEADER)
+        s.run(&parsed("SET client_encoding = 'UTF8'"), &LEADER, None)
             .unwrap();
-        s.run(&parsed("SET NAMES 'unicode'"), &LEADER).unwrap();
+        s.run(&parsed("SET NAMES 'unicode'"), &LEADER, None)
+            .unwrap();
         let err = s
-            .run(&parsed("SET client_encoding = 'LATIN1'"), &LEADER)
+            .run(&parsed("SET client_encoding = 'LATIN1'"), &LEADER, None)
             .unwrap_err();
         assert_eq!(err.sqlstate, "0A000");
     }
@@ -516,7 +653,7 @@ mod tests {
     #[test]
     fn show_all_lists_settings() {
         let mut s = Settings::new("16.0", []);
-        let reply = s.run(&parsed("SHOW ALL"), &FOLLOWER).unwrap();
+        let reply = s.run(&parsed("SHOW ALL"), &FOLLOWER, None).unwrap();
         assert_eq!(reply.outcome.columns.len(), 3);
         let ro = reply
             .outcome
@@ -525,5 +662,114 @@ mod tests {
             .find(|r| r[0] == Value::Text("transaction_read_only".into()))
             .expect("listed");
         assert_eq!(ro[1], Value::Text("on".into()));
+    }
+
+    #[test]
+    fn lock_and_idle_timeouts_are_parsed_shown_and_reset() {
+        let mut s = Settings::new("16.0", []);
+        assert_eq!(s.session().lock_timeout, None);
+        assert_eq!(
+            s.idle_in_transaction_timeout(),
+            Some(Duration::from_secs(60))
+        );
+        s.run(&parsed("SET lock_timeout = '5s'"), &LEADER, None)
+            .unwrap();
+        assert_eq!(s.session().lock_timeout, Some(Duration::from_secs(5)));
+        s.run(&parsed("SET lock_timeout TO 250"), &LEADER, None)
+            .unwrap();
+        assert_eq!(s.session().lock_timeout, Some(Duration::from_millis(250)));
+        let shown = s.run(&parsed("SHOW lock_timeout"), &LEADER, None).unwrap();
+        assert_eq!(shown.outcome.rows, vec![vec![Value::Text("250".into())]]);
+        let err = s
+            .run(&parsed("SET lock_timeout = 'a while'"), &LEADER, None)
+            .unwrap_err();
+        assert_eq!(err.sqlstate, "22023");
+        s.run(&parsed("SET lock_timeout = 0"), &LEADER, None)
+            .unwrap();
+        assert_eq!(s.session().lock_timeout, None);
+
+        let shown = s
+            .run(
+                &parsed("SHOW idle_in_transaction_session_timeout"),
+                &LEADER,
+                None,
+            )
+            .unwrap();
+        assert_eq!(shown.outcome.rows, vec![vec![Value::Text("1min".into())]]);
+        s.run(
+            &parsed("SET idle_in_transaction_session_timeout = '1min'"),
+            &LEADER,
+            None,
+        )
+        .unwrap();
+        s.run(
+            &parsed("SET idle_in_transaction_session_timeout = 0"),
+            &LEADER,
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.idle_in_transaction_timeout(), None);
+        s.run(&parsed("SET lock_timeout = '1min'"), &LEADER, None)
+            .unwrap();
+        s.run(&parsed("RESET ALL"), &LEADER, None).unwrap();
+        assert_eq!(s.session().lock_timeout, None);
+        assert_eq!(
+            s.idle_in_transaction_timeout(),
+            Some(Duration::from_secs(60))
+        );
+        let all = s.run(&parsed("SHOW ALL"), &LEADER, None).unwrap();
+        for name in [LOCK_TIMEOUT, IDLE_TIMEOUT, "default_transaction_isolation"] {
+            assert!(
+                all.outcome
+                    .rows
+                    .iter()
+                    .any(|r| r[0] == Value::Text(name.into())),
+                "{name} in SHOW ALL"
+            );
+        }
+    }
+
+    #[test]
+    fn read_only_defaults_and_blocks_show_in_transaction_read_only() {
+        let mut s = Settings::new("16.0", []);
+        let show = |s: &mut Settings, name: &str, block| {
+            let r = s
+                .run(&parsed(&format!("SHOW {name}")), &LEADER, block)
+                .unwrap();
+            r.outcome.rows[0][0].clone()
+        };
+        let on = Value::Text("on".into());
+        let off = Value::Text("off".into());
+        assert_eq!(show(&mut s, "transaction_read_only", None), off);
+        assert_eq!(show(&mut s, "transaction_read_only", Some(true)), on);
+        assert!(!s.default_read_only());
+        s.run(
+            &parsed("SET default_transaction_read_only = on"),
+            &LEADER,
+            None,
+        )
+        .unwrap();
+        assert!(s.default_read_only());
+        assert_eq!(show(&mut s, "default_transaction_read_only", None), on);
+        assert_eq!(show(&mut s, "transaction_read_only", None), on);
+        assert_eq!(show(&mut s, "transaction_read_only", Some(false)), off);
+        let err = s
+            .run(
+                &parsed("SET default_transaction_read_only = maybe"),
+                &LEADER,
+                None,
+            )
+            .unwrap_err();
+        assert_eq!(err.sqlstate, "22023");
+        s.set_default_read_only(false);
+        assert_eq!(show(&mut s, "default_transaction_read_only", None), off);
+        assert_eq!(
+            show(&mut s, "transaction_isolation", None),
+            Value::Text("serializable".into())
+        );
+        assert_eq!(
+            show(&mut s, "default_transaction_isolation", None),
+            Value::Text("serializable".into())
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! `statement_timeout` values, read as PostgreSQL reads them: a number of
-//! milliseconds, or a number with a unit (`us`, `ms`, `s`, `min`, `h`,
-//! `d`), fractions allowed (`1.5s`); 0 turns the timeout off.
+//! Timeout settings (`statement_timeout`, `lock_timeout`,
+//! `idle_in_transaction_session_timeout`), read as PostgreSQL reads them: a
+//! number of milliseconds, or a number with a unit (`us`, `ms`, `s`, `min`,
+//! `h`, `d`), fractions allowed (`1.5s`); 0 turns the timeout off.
 
 use std::time::Duration;
 
@@ -9,12 +10,13 @@ use crate::executor::SqlError;
 /// PostgreSQL's upper bound for the setting: `INT_MAX` milliseconds.
 const MAX_MILLIS: f64 = i32::MAX as f64;
 
-/// The timeout `value` sets; `None` for 0 (no timeout).
-pub(crate) fn parse_statement_timeout(value: &str) -> Result<Option<Duration>, SqlError> {
+/// The timeout `value` sets for the setting `name`; `None` for 0 (no
+/// timeout).
+pub(crate) fn parse_timeout(name: &str, value: &str) -> Result<Option<Duration>, SqlError> {
     let invalid = |hint: &str| {
         let mut e = SqlError::new(
             "22023",
-            format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
+            format!("invalid value for parameter \"{name}\": \"{value}\""),
         );
         e.detail = Some(hint.to_string());
         e
@@ -43,7 +45,7 @@ pub(crate) fn parse_statement_timeout(value: &str) -> Result<Option<Duration>, S
         return Err(SqlError::new(
             "22023",
             format!(
-                "{value} is outside the valid range for parameter \"statement_timeout\" \
+                "{value} is outside the valid range for parameter \"{name}\" \
                  (0 .. 2147483647 ms)"
             ),
         ));
@@ -62,7 +64,7 @@ mod tests {
     use super::*;
 
     fn ms(value: &str) -> Option<u64> {
-        parse_statement_timeout(value)
+        parse_timeout("statement_timeout", value)
             .unwrap()
             .map(|d| d.as_millis() as u64)
     }
@@ -89,8 +91,9 @@ mod tests {
     #[test]
     fn nonsense_and_out_of_range_are_refused() {
         for bad in ["", "abc", "1 fortnight", "1S", "-1", "30d"] {
-            let e = parse_statement_timeout(bad).unwrap_err();
+            let e = parse_timeout("lock_timeout", bad).unwrap_err();
             assert_eq!(e.sqlstate, "22023", "{bad}");
+            assert!(e.message.contains("\"lock_timeout\""), "{}", e.message);
         }
     }
 }

@@ -59,8 +59,10 @@ async fn simple_query_runs_statements_in_order_and_stops_at_the_first_error() {
         .await
         .unwrap_err();
     assert_eq!(db_code(&err), SqlState::UNIQUE_VIOLATION);
-    // The first INSERT ran, the one after FAIL did not.
-    assert_eq!(fake.rows.lock().unwrap().len(), 2);
+    // The batch ran as one implicit transaction: the first INSERT ran but
+    // was rolled back with it, the one after FAIL never ran.
+    assert_eq!(fake.rows.lock().unwrap().len(), 1);
+    assert_eq!(fake.txns.rolled_back.load(Ordering::SeqCst), 1);
     let ran: Vec<String> = fake
         .log
         .lock()

@@ -3,6 +3,11 @@
 //! panic on purpose, and two that stream their rows from a thread of their
 //! own, as the node's reader threads do (`SELECT many`: [`MANY`] rows;
 //! `SELECT endless`: rows until nobody takes them).
+//!
+//! Its transactions work on a copy of the table, which `commit` puts in
+//! place: a test sees a transaction's writes only once it committed.
+//! Savepoints are copies too. `CREATE TABLE u` inside a transaction makes
+//! `SELECT * FROM u` known there (and everywhere once committed).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -11,7 +16,7 @@ use std::time::Duration;
 
 use resqlite_wire::{
     row_channel, Column, Description, Executor, NodeRole, Outcome, PgType, Reply, Session,
-    SqlError, Stopped, Value, WireOptions, STALLED_CLIENT_LIMIT,
+    SqlError, Stopped, TransactionOptions, Value, WireOptions, STALLED_CLIENT_LIMIT,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -59,6 +64,43 @@ pub struct Fake {
     pub producers: Arc<Producers>,
     /// The producers' stall limit in milliseconds; 0: the node's.
     pub stall_ms: AtomicU64,
+    /// What happened to transactions.
+    pub txns: Arc<Txns>,
+    /// Makes the next commits fail with 40001.
+    pub fail_commit: AtomicBool,
+    /// `u` exists (a transaction that created it committed).
+    pub u_exists: AtomicBool,
+}
+
+/// What happened to the fake's transactions.
+#[derive(Default)]
+pub struct Txns {
+    /// Every `begin`, with its options and session, in order.
+    pub begun: Mutex<Vec<(TransactionOptions, Session)>>,
+    pub committed: AtomicUsize,
+    /// Passed to `rollback`.
+    pub rolled_back: AtomicUsize,
+    /// Dropped without `commit` or `rollback` (the connection went away).
+    pub dropped: AtomicUsize,
+}
+
+/// A transaction: a private copy of the table.
+pub struct FakeTxn {
+    rows: Vec<Vec<Value>>,
+    u_created: bool,
+    read_only: bool,
+    savepoints: Vec<(String, Vec<Vec<Value>>)>,
+    txns: Arc<Txns>,
+    /// Ended by `commit` or `rollback`.
+    ended: bool,
+}
+
+impl Drop for FakeTxn {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.txns.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 fn col(name: &str, pg_type: PgType) -> Column {
@@ -87,7 +129,7 @@ fn normal(sql: &str) -> &str {
     sql.trim().trim_end_matches(';').trim_end()
 }
 
-fn describe(sql: &str) -> Result<Description, SqlError> {
+fn describe(sql: &str, u_exists: bool) -> Result<Description, SqlError> {
     let sql = normal(sql);
     let none = |columns| {
         Ok(Description {
@@ -106,9 +148,10 @@ fn describe(sql: &str) -> Result<Description, SqlError> {
             ],
             columns: vec![],
         }),
-        "INSERT INTO t DEFAULT VALUES" | "FAIL" | "SLEEP" | "PANIC" | "BEGIN" | "COMMIT" => {
+        "INSERT INTO t DEFAULT VALUES" | "FAIL" | "SLEEP" | "PANIC" | "CREATE TABLE u" => {
             none(vec![])
         }
+        "SELECT * FROM u" if u_exists => none(vec![col("x", PgType::Int8)]),
         "SELECT * FROM t" => none(table_columns()),
         "SELECT count(*) FROM t" => none(vec![col("count", PgType::Int8)]),
         "SELECT 1" => none(vec![col("?column?", PgType::Int8)]),
@@ -117,6 +160,13 @@ fn describe(sql: &str) -> Result<Description, SqlError> {
         "SELECT mixed" => none(vec![col("n", PgType::Int8)]),
         other => Err(syntax_error(other)),
     }
+}
+
+fn savepoint_index(txn: &FakeTxn, name: &str) -> Result<usize, SqlError> {
+    txn.savepoints
+        .iter()
+        .rposition(|(n, _)| n == name)
+        .ok_or_else(|| SqlError::new("3B001", format!("savepoint \"{name}\" does not exist")))
 }
 
 /// Counts a `SLEEP` as dropped unless it reached its end.
@@ -147,7 +197,7 @@ impl Executor for Fake {
     }
 
     async fn describe(&self, sql: &str) -> Result<Description, SqlError> {
-        describe(sql)
+        describe(sql, self.u_exists.load(Ordering::SeqCst))
     }
 
     async fn execute(
@@ -159,8 +209,82 @@ impl Executor for Fake {
         match normal(sql) {
             "SELECT many" => Ok(self.stream(Some(MANY))),
             "SELECT endless" => Ok(self.stream(None)),
-            _ => self.run(session, sql, params).await.map(Reply::from),
+            _ => self.run(None, session, sql, params).await.map(Reply::from),
         }
+    }
+
+    type Transaction = FakeTxn;
+
+    fn begin(&self, session: &Session, options: TransactionOptions) -> Result<FakeTxn, SqlError> {
+        self.txns
+            .begun
+            .lock()
+            .unwrap()
+            .push((options.clone(), session.clone()));
+        Ok(FakeTxn {
+            rows: self.rows.lock().unwrap().clone(),
+            u_created: false,
+            read_only: options.read_only,
+            savepoints: Vec::new(),
+            txns: Arc::clone(&self.txns),
+            ended: false,
+        })
+    }
+
+    async fn execute_in(
+        &self,
+        txn: &mut FakeTxn,
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Reply, SqlError> {
+        self.run(Some(txn), session, sql, params)
+            .await
+            .map(Reply::from)
+    }
+
+    async fn describe_in(&self, txn: &mut FakeTxn, sql: &str) -> Result<Description, SqlError> {
+        describe(sql, txn.u_created || self.u_exists.load(Ordering::SeqCst))
+    }
+
+    async fn savepoint(&self, txn: &mut FakeTxn, name: &str) -> Result<(), SqlError> {
+        txn.savepoints.push((name.to_string(), txn.rows.clone()));
+        Ok(())
+    }
+
+    async fn release(&self, txn: &mut FakeTxn, name: &str) -> Result<(), SqlError> {
+        let at = savepoint_index(txn, name)?;
+        txn.savepoints.truncate(at);
+        Ok(())
+    }
+
+    async fn rollback_to(&self, txn: &mut FakeTxn, name: &str) -> Result<(), SqlError> {
+        let at = savepoint_index(txn, name)?;
+        txn.savepoints.truncate(at + 1);
+        txn.rows = txn.savepoints[at].1.clone();
+        Ok(())
+    }
+
+    async fn commit(&self, mut txn: FakeTxn) -> Result<(), SqlError> {
+        txn.ended = true;
+        if self.fail_commit.load(Ordering::SeqCst) {
+            txn.txns.rolled_back.fetch_add(1, Ordering::SeqCst);
+            return Err(SqlError::new(
+                "40001",
+                "could not serialize access: the transaction was rolled back; retry it",
+            ));
+        }
+        *self.rows.lock().unwrap() = std::mem::take(&mut txn.rows);
+        if txn.u_created {
+            self.u_exists.store(true, Ordering::SeqCst);
+        }
+        txn.txns.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn rollback(&self, mut txn: FakeTxn) {
+        txn.ended = true;
+        txn.txns.rolled_back.fetch_add(1, Ordering::SeqCst);
     }
 
     fn role(&self) -> NodeRole {
@@ -207,8 +331,22 @@ impl Fake {
         Reply::Rows(rows.guard(Interrupt(Arc::clone(&self.producers))))
     }
 
+    /// Applies `change` to the table: the transaction's copy, or the
+    /// shared one.
+    fn with_rows<R>(
+        &self,
+        txn: Option<&mut FakeTxn>,
+        change: impl FnOnce(&mut Vec<Vec<Value>>) -> R,
+    ) -> R {
+        match txn {
+            Some(txn) => change(&mut txn.rows),
+            None => change(&mut self.rows.lock().unwrap()),
+        }
+    }
+
     async fn run(
         &self,
+        mut txn: Option<&mut FakeTxn>,
         session: &Session,
         sql: &str,
         params: Vec<Value>,
@@ -217,7 +355,9 @@ impl Fake {
             .lock()
             .unwrap()
             .push((sql.to_string(), session.clone()));
-        let columns = describe(sql)?.columns;
+        let u_exists =
+            self.u_exists.load(Ordering::SeqCst) || txn.as_ref().is_some_and(|t| t.u_created);
+        let columns = describe(sql, u_exists)?.columns;
         let sql = normal(sql);
         let done = |tag: &str, rows: Vec<Vec<Value>>| {
             Ok(Outcome {
@@ -226,27 +366,47 @@ impl Fake {
                 rows,
             })
         };
+        let writes = sql.starts_with("INSERT") || sql.starts_with("CREATE");
+        if writes && txn.as_ref().is_some_and(|t| t.read_only) {
+            return Err(SqlError::new(
+                "25006",
+                "cannot execute a write in a read-only transaction",
+            ));
+        }
         match sql {
             INSERT => {
-                self.rows.lock().unwrap().push(params);
+                self.with_rows(txn, |rows| rows.push(params));
                 done("INSERT 0 1", vec![])
             }
+            "CREATE TABLE u" => match txn.as_deref_mut() {
+                Some(txn) => {
+                    txn.u_created = true;
+                    done("CREATE TABLE", vec![])
+                }
+                None => Err(SqlError::new(
+                    "0A000",
+                    "the fake creates u in transactions only",
+                )),
+            },
+            "SELECT * FROM u" => done("SELECT 0", vec![]),
             "INSERT INTO t DEFAULT VALUES" => {
-                self.rows.lock().unwrap().push(vec![
-                    Value::Integer(1),
-                    Value::Real(1.5),
-                    Value::Text("x".into()),
-                    Value::Blob(vec![0, 255]),
-                    Value::Integer(1),
-                ]);
+                self.with_rows(txn, |rows| {
+                    rows.push(vec![
+                        Value::Integer(1),
+                        Value::Real(1.5),
+                        Value::Text("x".into()),
+                        Value::Blob(vec![0, 255]),
+                        Value::Integer(1),
+                    ])
+                });
                 done("INSERT 0 1", vec![])
             }
             "SELECT * FROM t" => {
-                let rows = self.rows.lock().unwrap().clone();
+                let rows = self.with_rows(txn, |rows| rows.clone());
                 done(&format!("SELECT {}", rows.len()), rows)
             }
             "SELECT count(*) FROM t" => {
-                let n = self.rows.lock().unwrap().len() as i64;
+                let n = self.with_rows(txn, |rows| rows.len()) as i64;
                 done("SELECT 1", vec![vec![Value::Integer(n)]])
             }
             "SELECT 1" => done("SELECT 1", vec![vec![Value::Integer(1)]]),
@@ -255,8 +415,6 @@ impl Fake {
                 vec![vec![Value::Integer(session.weak_reads.into())]],
             ),
             "SELECT mixed" => done("SELECT 1", vec![vec![Value::Text("abc".into())]]),
-            "BEGIN" => done("BEGIN", vec![]),
-            "COMMIT" => done("COMMIT", vec![]),
             "FAIL" => {
                 let mut e = SqlError::new(
                     "23505",

@@ -7,3 +7,4 @@ mod fake;
 mod limits;
 mod protocol;
 mod raw;
+mod transactions;
