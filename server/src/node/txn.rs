@@ -55,9 +55,7 @@ enum Phase {
     /// Reading a snapshot taken at applied index `at`.
     Reading { reader: SnapshotReader, at: u64 },
     /// The node's write transaction, holding the write gate.
-    Writing {
-        _gate: OwnedRwLockWriteGuard<()>,
-    },
+    Writing { _gate: OwnedRwLockWriteGuard<()> },
 }
 
 impl Drop for NodeTransaction {
@@ -353,9 +351,7 @@ impl NodeTransaction {
                 "leadership changed before the commit was confirmed: the transaction may or may \
                  not have committed; check before retrying",
             )),
-            Err(ProposeError::NotLeader { .. }) | Err(ProposeError::Dropped) => {
-                Err(term_changed())
-            }
+            Err(ProposeError::NotLeader { .. }) | Err(ProposeError::Dropped) => Err(term_changed()),
             Err(e) => Err(self.node.propose_error(e)),
         }
     }

@@ -23,8 +23,8 @@ use super::guard::guard_apply_connection;
 use super::log_command::{self, LogCommand};
 use super::roles::{self, RoleCache};
 use super::snapshot;
-use super::values::from_proto;
 use super::statement::{self, quote_identifier, StatementFailure};
+use super::values::from_proto;
 use super::write_token::WriteToken;
 use crate::sql::sqlstate;
 
@@ -271,7 +271,9 @@ impl SqliteStateMachine {
                 .map_err(|e| halt("rolling the transaction back", &e))?;
             return Ok(Err(SqlError::new(
                 sqlstate::SERIALIZATION_FAILURE,
-                format!("could not serialize access: {why}; the transaction was rolled back, retry it"),
+                format!(
+                    "could not serialize access: {why}; the transaction was rolled back, retry it"
+                ),
             )));
         }
         self.internal("RELEASE resqlite_txn")
@@ -347,7 +349,9 @@ impl SqliteStateMachine {
         self.internal.store(true, Ordering::Relaxed);
         let result = (|| {
             self.conn
-                .prepare_cached("INSERT OR REPLACE INTO _resqlite_txns (idx, txid) VALUES (?1, ?2)")?
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO _resqlite_txns (idx, txid) VALUES (?1, ?2)",
+                )?
                 .execute(rusqlite::params![index as i64, txid])?;
             if index.is_multiple_of(1024) && index > TXID_RETENTION {
                 self.conn
@@ -569,7 +573,10 @@ pub(super) fn open_guarded(path: &Path) -> rusqlite::Result<(Connection, Arc<Ato
 
 /// The applied index and the index of the last write that changed user
 /// data, as the connection's snapshot shows them.
-pub(super) fn read_positions(conn: &Connection, internal: &AtomicBool) -> rusqlite::Result<(u64, u64)> {
+pub(super) fn read_positions(
+    conn: &Connection,
+    internal: &AtomicBool,
+) -> rusqlite::Result<(u64, u64)> {
     internal.store(true, Ordering::Relaxed);
     let read = |key: &str| {
         conn.prepare_cached("SELECT value FROM _resqlite_meta WHERE key = ?1")

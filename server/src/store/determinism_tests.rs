@@ -449,14 +449,9 @@ async fn a_huge_parameter_number_is_refused_not_allocated() {
         "SELECT $65536",
         "SELECT $1, $18446744073709551615",
     ] {
-        let e = pool
-            .describe(sql.into())
-            .await
-            .expect_err(sql);
+        let e = pool.describe(sql.into()).await.expect_err(sql);
         assert_eq!(e.sqlstate, "42P02", "{sql}: {e:?}");
     }
-    let ok = pool
-        .describe("SELECT $65535".into())
-        .await;
+    let ok = pool.describe("SELECT $65535".into()).await;
     assert!(ok.is_ok(), "{ok:?}");
 }

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use resqlite_proto::client::{transaction_step::Step, TransactionEntry, TransactionStep};
 use resqlite_proto::client::WriteStatement;
+use resqlite_proto::client::{transaction_step::Step, TransactionEntry, TransactionStep};
 use resqlite_wire::{Description, Outcome, SqlError, Value};
 use rusqlite::{Connection, InterruptHandle};
 
@@ -109,7 +109,8 @@ impl State {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let (conn, internal) = super::apply::open_guarded(&self.path).map_err(|e| sql_error(&e))?;
+            let (conn, internal) =
+                super::apply::open_guarded(&self.path).map_err(|e| sql_error(&e))?;
             self.conn = Some((current, conn, internal));
         }
         let (_, conn, internal) = self.conn.as_ref().expect("just opened");
@@ -149,7 +150,12 @@ impl State {
         }
     }
 
-    fn begin(&mut self, serial: u64, read_at: Option<u64>, savepoints: &[String]) -> Result<u64, SqlError> {
+    fn begin(
+        &mut self,
+        serial: u64,
+        read_at: Option<u64>,
+        savepoints: &[String],
+    ) -> Result<u64, SqlError> {
         if self.open.is_some() {
             // A previous transaction was never ended: end it now.
             self.end();
@@ -183,7 +189,8 @@ impl State {
     ) -> Result<(u64, Vec<TransactionStep>), SqlError> {
         let (conn, internal) = self.connection()?;
         statement::internal(conn, internal, "BEGIN IMMEDIATE").map_err(|e| sql_error(&e))?;
-        let (applied, last_write) = super::apply::read_positions(conn, internal).map_err(|e| sql_error(&e))?;
+        let (applied, last_write) =
+            super::apply::read_positions(conn, internal).map_err(|e| sql_error(&e))?;
         let base = match read_at {
             // The transaction read at `at`: a write applied since then
             // means those reads may no longer hold.
@@ -193,8 +200,12 @@ impl State {
         };
         let mut steps = Vec::with_capacity(savepoints.len());
         for name in savepoints {
-            statement::internal(conn, internal, &format!("SAVEPOINT {}", quote_identifier(name)))
-                .map_err(|e| sql_error(&e))?;
+            statement::internal(
+                conn,
+                internal,
+                &format!("SAVEPOINT {}", quote_identifier(name)),
+            )
+            .map_err(|e| sql_error(&e))?;
             steps.push(TransactionStep {
                 step: Some(Step::Savepoint(name.clone())),
                 outcome_hash: Default::default(),
@@ -250,7 +261,10 @@ impl State {
             Err(StatementFailure::TransactionLost(e)) => {
                 open.lost = Some(SqlError::new(
                     sqlstate::IN_FAILED_SQL_TRANSACTION,
-                    format!("the transaction was rolled back by an earlier error: {}", e.message),
+                    format!(
+                        "the transaction was rolled back by an earlier error: {}",
+                        e.message
+                    ),
                 ));
                 self.end();
                 Err(e)
@@ -297,7 +311,11 @@ impl State {
         self.open(serial)?;
         self.end();
         let open = self.open.take().ok_or_else(not_open)?;
-        if open.steps.iter().all(|s| !matches!(s.step, Some(Step::Statement(_)))) {
+        if open
+            .steps
+            .iter()
+            .all(|s| !matches!(s.step, Some(Step::Statement(_))))
+        {
             return Ok(None);
         }
         Ok(Some(TransactionEntry {
@@ -318,7 +336,11 @@ impl State {
 impl Speculation {
     /// Starts the speculation thread for the database at `path`, and
     /// registers with `token` how the apply thread makes it yield.
-    pub fn start(path: &Path, generation: DbGeneration, token: WriteToken) -> std::io::Result<Self> {
+    pub fn start(
+        path: &Path,
+        generation: DbGeneration,
+        token: WriteToken,
+    ) -> std::io::Result<Self> {
         let state = State {
             path: path.to_path_buf(),
             generation,
@@ -366,7 +388,9 @@ impl Speculation {
 
     /// `SAVEPOINT`, `RELEASE` or `ROLLBACK TO`, run and recorded.
     pub async fn savepoint_step(&self, serial: u64, step: Step) -> Result<(), SqlError> {
-        self.thread.run(move |s| s.savepoint_step(serial, step)).await
+        self.thread
+            .run(move |s| s.savepoint_step(serial, step))
+            .await
     }
 
     /// Describes a statement as the transaction sees the database.
@@ -376,7 +400,11 @@ impl Speculation {
 
     /// Ends the speculation (rolled back: the entry replays it) and returns
     /// the entry to replicate, `None` if the transaction wrote nothing.
-    pub async fn finish(&self, serial: u64, txid: String) -> Result<Option<TransactionEntry>, SqlError> {
+    pub async fn finish(
+        &self,
+        serial: u64,
+        txid: String,
+    ) -> Result<Option<TransactionEntry>, SqlError> {
         self.thread.run(move |s| s.finish(serial, txid)).await
     }
 

@@ -174,7 +174,10 @@ mod tests {
     fn the_hash_tells_kinds_and_boundaries_apart() {
         let a = outcome("INSERT 0 1", vec![vec![Value::Integer(1)]]);
         let b = outcome("INSERT 0 1", vec![vec![Value::Text("1".into())]]);
-        let c = outcome("INSERT 0 1", vec![vec![Value::Text("ab".into()), Value::Null]]);
+        let c = outcome(
+            "INSERT 0 1",
+            vec![vec![Value::Text("ab".into()), Value::Null]],
+        );
         let d = outcome(
             "INSERT 0 1",
             vec![vec![Value::Text("a".into())], vec![Value::Text("b".into())]],

@@ -316,10 +316,7 @@ async fn reads_are_read_only_and_typed() {
         PgType::Text,
         PgType::Text,
     ];
-    let d = pool
-        .describe(sql.into())
-        .await
-        .unwrap();
+    let d = pool.describe(sql.into()).await.unwrap();
     let described: Vec<PgType> = d.columns.iter().map(|c| c.pg_type).collect();
     assert_eq!(described, want);
     let rows = pool.query(sql.into(), vec![]).await.unwrap();

@@ -134,7 +134,10 @@ mod tests {
         }
         token.enter_speculation();
         let turn = token.enter_apply();
-        assert!(asked.load(Ordering::SeqCst) >= 1, "the speculation was asked to yield");
+        assert!(
+            asked.load(Ordering::SeqCst) >= 1,
+            "the speculation was asked to yield"
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         let t2 = token.clone();
         let waiter = std::thread::spawn(move || {
