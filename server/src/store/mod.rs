@@ -36,6 +36,8 @@ mod determinism_tests;
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 /// What a node's transactions run on (see `node::txn`).
 pub struct TransactionStores {

@@ -1,0 +1,312 @@
+//! A transaction's speculation on the leader and its one replicated
+//! entry, on real SQLite files, without Raft: every node applies the entry
+//! to the same results, or rolls it back alike.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use resqlite_proto::client::transaction_step::Step;
+use resqlite_raft::driver::StateMachine;
+use resqlite_raft::{Entry, EntryKind};
+use resqlite_wire::{SqlError, Value};
+
+use super::log_command::encode_transaction;
+use super::{encode_write, ApplyResult, ReadPool, Speculation, SqliteStateMachine};
+
+/// One node: its state machine, its speculation and a read pool.
+struct Node {
+    _dir: tempfile::TempDir,
+    sm: Arc<Mutex<SqliteStateMachine>>,
+    spec: Speculation,
+    reads: ReadPool,
+}
+
+fn node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let sm = SqliteStateMachine::open(&path).unwrap();
+    let spec = Speculation::start(&path, sm.generation(), sm.write_token()).unwrap();
+    let reads = ReadPool::open(&path, 1, sm.generation()).unwrap();
+    Node {
+        _dir: dir,
+        sm: Arc::new(Mutex::new(sm)),
+        spec,
+        reads,
+    }
+}
+
+fn entry(index: u64, data: bytes::Bytes) -> Entry {
+    Entry {
+        term: 1,
+        index,
+        kind: EntryKind::Normal,
+        data,
+    }
+}
+
+/// Applies `e` on a blocking thread (the apply thread may have to wait for
+/// the speculation to yield); fails the test if it takes minutes.
+async fn apply(n: &Node, e: Entry) -> ApplyResult {
+    let sm = n.sm.clone();
+    let applying = tokio::task::spawn_blocking(move || {
+        sm.lock()
+            .unwrap()
+            .apply(&[e], &[true])
+            .expect("no node-local failure")
+            .pop()
+            .unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(60), applying)
+        .await
+        .expect("the apply thread never waits for a client")
+        .unwrap()
+}
+
+async fn rows(n: &Node, sql: &str) -> Vec<Vec<Value>> {
+    n.reads.query(sql.into(), Vec::new()).await.unwrap().rows
+}
+
+async fn setup(n: &Node) {
+    let created = apply(
+        n,
+        entry(
+            1,
+            encode_write(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)",
+                &[],
+                "CREATE TABLE",
+            ),
+        ),
+    )
+    .await;
+    created.unwrap();
+}
+
+async fn write(
+    n: &Node,
+    serial: u64,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Vec<Vec<Value>>, SqlError> {
+    let command = if sql.starts_with("INSERT") {
+        "INSERT"
+    } else {
+        "UPDATE"
+    };
+    n.spec
+        .execute(serial, sql.into(), params, command, true)
+        .await
+        .map(|o| o.rows)
+}
+
+#[tokio::test]
+async fn every_node_applies_the_transaction_to_what_the_leader_saw() {
+    let leader = node();
+    let follower = node();
+    setup(&leader).await;
+    setup(&follower).await;
+
+    let base = leader.spec.begin(7, None, Vec::new()).await.unwrap();
+    assert_eq!(base, 1);
+    let ids = write(
+        &leader,
+        7,
+        "INSERT INTO t (v) VALUES ($1), ($2) RETURNING id",
+        vec![Value::Text("a".into()), Value::Text("b".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids, vec![vec![Value::Integer(1)], vec![Value::Integer(2)]]);
+    leader
+        .spec
+        .savepoint_step(7, Step::Savepoint("s".into()))
+        .await
+        .unwrap();
+    write(&leader, 7, "UPDATE t SET v = v || '!'", Vec::new())
+        .await
+        .unwrap();
+    let e = write(&leader, 7, "INSERT INTO t (v) VALUES ('a!')", Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate, "23505", "a failing statement is undone alone");
+    leader
+        .spec
+        .savepoint_step(7, Step::RollbackTo("s".into()))
+        .await
+        .unwrap();
+    let own = leader
+        .spec
+        .execute(
+            7,
+            "SELECT v FROM t ORDER BY id".into(),
+            Vec::new(),
+            "SELECT",
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        own.rows,
+        vec![vec![Value::Text("a".into())], vec![Value::Text("b".into())]],
+        "the transaction reads its own writes, minus what it rolled back"
+    );
+    assert!(
+        rows(&leader, "SELECT * FROM t").await.is_empty(),
+        "nothing is visible before the entry is applied"
+    );
+    let t = leader
+        .spec
+        .finish(7, "1.1.7".into())
+        .await
+        .unwrap()
+        .expect("the transaction wrote");
+    assert_eq!(t.base_version, 1);
+    let data = encode_transaction(t);
+    for n in [&leader, &follower] {
+        let committed = apply(n, entry(2, data.clone())).await.unwrap();
+        assert_eq!(committed.tag, "COMMIT");
+        assert_eq!(
+            rows(n, "SELECT id, v FROM t ORDER BY id").await,
+            vec![
+                vec![Value::Integer(1), Value::Text("a".into())],
+                vec![Value::Integer(2), Value::Text("b".into())],
+            ]
+        );
+        assert_eq!(
+            rows(n, "SELECT idx, txid FROM _resqlite_txns").await,
+            vec![vec![Value::Integer(2), Value::Text("1.1.7".into())]],
+            "the committed transaction's id is remembered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_that_ran_before_another_write_is_rolled_back_everywhere() {
+    let n = node();
+    setup(&n).await;
+    n.spec.begin(1, None, Vec::new()).await.unwrap();
+    write(&n, 1, "INSERT INTO t (v) VALUES ('txn')", Vec::new())
+        .await
+        .unwrap();
+    let t = n.spec.finish(1, "1.1.1".into()).await.unwrap().unwrap();
+    // A write the transaction did not see commits first.
+    apply(
+        &n,
+        entry(
+            2,
+            encode_write("INSERT INTO t (v) VALUES ('other')", &[], "INSERT"),
+        ),
+    )
+    .await
+    .unwrap();
+    let e = apply(&n, entry(3, encode_transaction(t)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate, "40001", "{e:?}");
+    assert_eq!(
+        rows(&n, "SELECT v FROM t").await,
+        vec![vec![Value::Text("other".into())]],
+        "nothing of the stale transaction is applied"
+    );
+}
+
+#[tokio::test]
+async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
+    let n = node();
+    setup(&n).await;
+    n.spec.begin(1, None, Vec::new()).await.unwrap();
+    write(
+        &n,
+        1,
+        "INSERT INTO t (v) VALUES ('one') RETURNING id",
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    write(
+        &n,
+        1,
+        "INSERT INTO t (v) VALUES ('two') RETURNING id",
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let mut t = n.spec.finish(1, "1.1.1".into()).await.unwrap().unwrap();
+    // As if the leader had seen another id for the second row.
+    let mut hash = t.steps[1].outcome_hash.to_vec();
+    hash[0] ^= 1;
+    t.steps[1].outcome_hash = hash.into();
+    let e = apply(&n, entry(2, encode_transaction(t)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate, "40001", "{e:?}");
+    assert!(e.message.contains("statement 2"), "{}", e.message);
+    assert!(rows(&n, "SELECT * FROM t").await.is_empty());
+}
+
+#[tokio::test]
+async fn the_apply_thread_preempts_an_open_transaction() {
+    let n = node();
+    setup(&n).await;
+    n.spec.begin(1, None, Vec::new()).await.unwrap();
+    write(&n, 1, "INSERT INTO t (v) VALUES ('txn')", Vec::new())
+        .await
+        .unwrap();
+    // The speculation holds SQLite's write lock; an entry arrives.
+    apply(
+        &n,
+        entry(
+            2,
+            encode_write("INSERT INTO t (v) VALUES ('log')", &[], "INSERT"),
+        ),
+    )
+    .await
+    .unwrap();
+    let e = write(&n, 1, "INSERT INTO t (v) VALUES ('more')", Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate, "40001", "{e:?}");
+    assert_eq!(
+        rows(&n, "SELECT v FROM t").await,
+        vec![vec![Value::Text("log".into())]]
+    );
+    // The next transaction starts on the new state.
+    n.spec.abort(1);
+    assert_eq!(n.spec.begin(2, None, Vec::new()).await.unwrap(), 2);
+    n.spec.abort(2);
+}
+
+#[tokio::test]
+async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
+    let n = node();
+    setup(&n).await;
+    apply(
+        &n,
+        entry(
+            2,
+            encode_write("INSERT INTO t (v) VALUES ('x')", &[], "INSERT"),
+        ),
+    )
+    .await
+    .unwrap();
+    // It read at index 1; the write at index 2 came after.
+    let e = n.spec.begin(1, Some(1), Vec::new()).await.unwrap_err();
+    assert_eq!(e.sqlstate, "40001", "{e:?}");
+    // Read at index 2: nothing came after.
+    assert_eq!(n.spec.begin(2, Some(2), vec!["s".into()]).await.unwrap(), 2);
+    let t = {
+        write(&n, 2, "UPDATE t SET v = 'y'", Vec::new())
+            .await
+            .unwrap();
+        n.spec.finish(2, "1.1.2".into()).await.unwrap().unwrap()
+    };
+    assert!(
+        matches!(&t.steps[0].step, Some(Step::Savepoint(s)) if s == "s"),
+        "a savepoint set while reading is replayed"
+    );
+    apply(&n, entry(3, encode_transaction(t))).await.unwrap();
+    assert_eq!(
+        rows(&n, "SELECT v FROM t").await,
+        vec![vec![Value::Text("y".into())]]
+    );
+}
