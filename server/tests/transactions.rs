@@ -216,3 +216,130 @@ async fn writers_are_serialized_and_stale_reads_do_not_commit() {
         vec![vec!["1".to_string(), "20".into()]]
     );
 }
+
+async fn txid_status(db: &Client, txid: &str) -> Option<String> {
+    db.query_one("SELECT resqlite_txid_status($1)", &[&txid])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_crashes_roll_open_transactions_back_and_ids_tell_what_committed() {
+    let mut c = SqlCluster::start(BIN, 3).unwrap();
+    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let a = c.connect(leader).await.unwrap();
+    a.batch_execute("CREATE TABLE log (id INTEGER PRIMARY KEY, txid TEXT, n INTEGER)")
+        .await
+        .unwrap();
+
+    // A committed transaction: its id is what it stored, and "committed".
+    a.batch_execute("BEGIN").await.unwrap();
+    let committed: String = a
+        .query_one("SELECT resqlite_txid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let stored: String = a
+        .query_one(
+            "INSERT INTO log (txid, n) VALUES (resqlite_txid(), 1) RETURNING txid",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, committed);
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        txid_status(&a, &committed).await.as_deref(),
+        Some("committed")
+    );
+    let outside: Option<String> = a
+        .query_one("SELECT resqlite_txid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(outside, None, "no id outside a transaction");
+
+    // kill -9 of the leader in the middle of a transaction: nothing of it
+    // survives anywhere, and its id is "aborted" once a new term commits.
+    a.batch_execute("BEGIN; INSERT INTO log (txid, n) VALUES (resqlite_txid(), 2)")
+        .await
+        .unwrap();
+    let open: String = a
+        .query_one("SELECT resqlite_txid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        txid_status(&c.connect(leader).await.unwrap(), &open)
+            .await
+            .as_deref(),
+        Some("in progress")
+    );
+    c.kill(leader).unwrap();
+    assert!(a.batch_execute("COMMIT").await.is_err());
+    let next = c.wait_for_leader(ELECTION).await.unwrap();
+    let b = c.connect(next).await.unwrap();
+    assert_eq!(txid_status(&b, &open).await.as_deref(), Some("aborted"));
+    assert_eq!(
+        txid_status(&b, &committed).await.as_deref(),
+        Some("committed")
+    );
+    c.start_node(leader).unwrap();
+    assert_eq!(
+        rows_everywhere(&c, "SELECT n FROM log ORDER BY id").await,
+        vec![vec!["1".to_string()]]
+    );
+
+    // kill -9 of the leader while COMMIT is under way: whatever the client
+    // heard, the id's status and the data agree on every node.
+    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let a = c.connect(leader).await.unwrap();
+    a.batch_execute("BEGIN; INSERT INTO log (txid, n) VALUES (resqlite_txid(), 3)")
+        .await
+        .unwrap();
+    let racing: String = a
+        .query_one("SELECT resqlite_txid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let commit = tokio::spawn(async move { a.batch_execute("COMMIT").await });
+    c.kill(leader).unwrap();
+    let heard = commit.await.unwrap();
+    let next = c.wait_for_leader(ELECTION).await.unwrap();
+    let b = c.connect(next).await.unwrap();
+    let status = txid_status(&b, &racing).await;
+    c.start_node(leader).unwrap();
+    let present = rows_everywhere(
+        &c,
+        &format!("SELECT count(*) FROM log WHERE txid = '{racing}'"),
+    )
+    .await;
+    match status.as_deref() {
+        Some("committed") => assert_eq!(present, vec![vec!["1".to_string()]]),
+        Some("aborted") => {
+            assert_eq!(present, vec![vec!["0".to_string()]]);
+            assert!(heard.is_err(), "an acknowledged COMMIT is never aborted");
+        }
+        other => panic!("after a new term the outcome is decided, got {other:?}"),
+    }
+
+    // A follower restarted while a large transaction commits catches up.
+    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let follower = c.ids().into_iter().find(|&id| id != leader).unwrap();
+    let a = c.connect(leader).await.unwrap();
+    a.batch_execute(
+        "BEGIN; INSERT INTO log (txid, n) WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 20000) SELECT resqlite_txid(), i FROM s",
+    )
+    .await
+    .unwrap();
+    c.kill(follower).unwrap();
+    a.batch_execute("UPDATE log SET n = n + 1 WHERE n > 3; COMMIT")
+        .await
+        .unwrap();
+    c.start_node(follower).unwrap();
+    let want = rows_everywhere(&c, "SELECT count(*), sum(n) FROM log WHERE n > 3").await;
+    let sum: i64 = (5..=20001).sum();
+    assert_eq!(want, vec![vec!["19997".to_string(), sum.to_string()]]);
+}

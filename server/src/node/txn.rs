@@ -227,7 +227,7 @@ impl NodeTransaction {
                 .map_err(|e| self.node.propose_error(e))?;
             self.check_leader()?;
         }
-        let (reader, at) = self.node.snapshots.open().await?;
+        let (reader, at) = self.node.snapshots.open(self.txid()).await?;
         self.phase = Phase::Reading { reader, at };
         Ok(())
     }
@@ -248,7 +248,7 @@ impl NodeTransaction {
         };
         self.node
             .speculation
-            .begin(self.serial, read_at, self.savepoints.clone())
+            .begin(self.serial, self.txid(), read_at, self.savepoints.clone())
             .await?;
         self.phase = Phase::Writing { _gate: gate };
         Ok(())
@@ -334,8 +334,7 @@ impl NodeTransaction {
         if !matches!(self.phase, Phase::Writing { .. }) {
             return Ok(());
         }
-        let txid = self.txid();
-        let entry = self.node.speculation.finish(self.serial, txid).await;
+        let entry = self.node.speculation.finish(self.serial).await;
         // The speculation is over; nothing is left to roll back.
         let phase = std::mem::replace(&mut self.phase, Phase::Fresh);
         let Some(entry) = entry? else {

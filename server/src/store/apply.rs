@@ -24,6 +24,7 @@ use super::log_command::{self, LogCommand};
 use super::roles::{self, RoleCache};
 use super::snapshot;
 use super::statement::{self, quote_identifier, StatementFailure};
+use super::txid::{self, TxidCell};
 use super::values::from_proto;
 use super::write_token::WriteToken;
 use crate::sql::sqlstate;
@@ -61,6 +62,10 @@ pub struct SqliteStateMachine {
     batch_last_write: std::cell::Cell<Option<u64>>,
     /// Shared with the leader's speculation (see [`super::write_token`]).
     token: WriteToken,
+    /// The id of the transaction being applied, for `resqlite_txid()`.
+    txid: TxidCell,
+    /// The term of the last applied entry, as recorded in the database.
+    applied_term: u64,
 }
 
 /// The writer connection, its authorizer switch and the applied index it
@@ -70,6 +75,7 @@ struct Writer {
     internal: Arc<AtomicBool>,
     applied: u64,
     last_write: u64,
+    txid: TxidCell,
 }
 
 impl SqliteStateMachine {
@@ -99,6 +105,8 @@ impl SqliteStateMachine {
             last_write: w.last_write,
             batch_last_write: std::cell::Cell::new(None),
             token: WriteToken::default(),
+            txid: w.txid,
+            applied_term: 0,
         })
     }
 
@@ -159,6 +167,8 @@ impl SqliteStateMachine {
         self.internal = w.internal;
         self.applied = w.applied;
         self.last_write = w.last_write;
+        self.txid = w.txid;
+        self.applied_term = 0;
         self.reload_roles()?;
         Ok(())
     }
@@ -198,6 +208,7 @@ impl SqliteStateMachine {
     fn apply_normal(
         &self,
         index: u64,
+        term: u64,
         payload: &[u8],
         wanted: bool,
     ) -> Result<ApplyResult, BatchAbort> {
@@ -218,7 +229,7 @@ impl SqliteStateMachine {
                 }
                 return Ok(outcome);
             }
-            Ok(LogCommand::Transaction(t)) => return self.apply_transaction(index, t),
+            Ok(LogCommand::Transaction(t)) => return self.apply_transaction(index, term, t),
             // The same bytes fail the same way on every node.
             Err(e) => {
                 return Ok(Err(SqlError::new(
@@ -254,6 +265,7 @@ impl SqliteStateMachine {
     fn apply_transaction(
         &self,
         index: u64,
+        term: u64,
         t: TransactionEntry,
     ) -> Result<ApplyResult, BatchAbort> {
         if self.current_last_write() > t.base_version {
@@ -265,7 +277,10 @@ impl SqliteStateMachine {
         }
         self.internal("SAVEPOINT resqlite_txn")
             .map_err(|e| halt("opening the transaction's savepoint", &e))?;
-        if let Some(why) = self.run_steps(&t.steps)? {
+        txid::set(&self.txid, Some(t.txid.clone()));
+        let ran = self.run_steps(&t.steps);
+        txid::set(&self.txid, None);
+        if let Some(why) = ran? {
             self.internal("ROLLBACK TO resqlite_txn")
                 .and_then(|()| self.internal("RELEASE resqlite_txn"))
                 .map_err(|e| halt("rolling the transaction back", &e))?;
@@ -278,7 +293,7 @@ impl SqliteStateMachine {
         }
         self.internal("RELEASE resqlite_txn")
             .map_err(|e| halt("closing the transaction's savepoint", &e))?;
-        self.record_txid(index, &t.txid)
+        self.record_txid(index, term, &t.txid)
             .map_err(|e| halt("recording the transaction's id", &e))?;
         self.batch_last_write.set(Some(index));
         Ok(Ok(Outcome {
@@ -345,18 +360,27 @@ impl SqliteStateMachine {
     /// Remembers that transaction `txid` committed at `index`, for
     /// `resqlite_txid_status`; forgets those older than
     /// [`TXID_RETENTION`] entries, on every node at the same entries.
-    fn record_txid(&self, index: u64, txid: &str) -> rusqlite::Result<()> {
+    fn record_txid(&self, index: u64, term: u64, txid: &str) -> rusqlite::Result<()> {
         self.internal.store(true, Ordering::Relaxed);
         let result = (|| {
             self.conn
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO _resqlite_txns (idx, txid) VALUES (?1, ?2)",
+                    "INSERT OR REPLACE INTO _resqlite_txns (idx, txid, term) VALUES (?1, ?2, ?3)",
                 )?
-                .execute(rusqlite::params![index as i64, txid])?;
+                .execute(rusqlite::params![index as i64, txid, term as i64])?;
             if index.is_multiple_of(1024) && index > TXID_RETENTION {
+                let horizon = (index - TXID_RETENTION) as i64;
+                // Ids of these terms may now be forgotten: their status is
+                // unknown rather than "aborted".
+                self.conn
+                    .prepare_cached(
+                        "UPDATE _resqlite_meta SET value = max(value, coalesce((SELECT max(term) \
+                         FROM _resqlite_txns WHERE idx < ?1), 0)) WHERE key = 'txid_forgotten_term'",
+                    )?
+                    .execute([horizon])?;
                 self.conn
                     .prepare_cached("DELETE FROM _resqlite_txns WHERE idx < ?1")?
-                    .execute([(index - TXID_RETENTION) as i64])?;
+                    .execute([horizon])?;
             }
             Ok(())
         })();
@@ -384,6 +408,7 @@ impl SqliteStateMachine {
                     if let Some(index) = self.batch_last_write.take() {
                         self.last_write = index;
                     }
+                    self.applied_term = entries.last().map_or(self.applied_term, |e| e.term);
                     if self.roles_changed.replace(false) {
                         self.reload_roles()
                             .map_err(|e| halt("reloading the roles", &e))?;
@@ -429,7 +454,7 @@ impl SqliteStateMachine {
             }
             let output = match e.kind {
                 EntryKind::Normal => self
-                    .apply_normal(e.index, &e.data, wanted.get(i) == Some(&true))
+                    .apply_normal(e.index, e.term, &e.data, wanted.get(i) == Some(&true))
                     .map_err(|abort| (i, abort))?,
                 EntryKind::Noop | EntryKind::Config => Ok(Outcome {
                     tag: String::new(),
@@ -448,6 +473,16 @@ impl SqliteStateMachine {
             .and_then(|mut s| s.execute([last as i64]));
         self.internal.store(false, Ordering::Relaxed);
         updated.map_err(|e| (at_end, halt("recording the applied index", &e).into()))?;
+        let last_term = entries.last().map_or(self.applied_term, |e| e.term);
+        if last_term != self.applied_term {
+            self.internal.store(true, Ordering::Relaxed);
+            let updated = self
+                .conn
+                .prepare_cached("UPDATE _resqlite_meta SET value = ?1 WHERE key = 'applied_term'")
+                .and_then(|mut s| s.execute([last_term as i64]));
+            self.internal.store(false, Ordering::Relaxed);
+            updated.map_err(|e| (at_end, halt("recording the applied term", &e).into()))?;
+        }
         if let Some(index) = self.batch_last_write.get() {
             self.internal.store(true, Ordering::Relaxed);
             let updated = self
@@ -540,17 +575,23 @@ fn open_writer(path: &Path) -> rusqlite::Result<Writer> {
         "INSERT OR IGNORE INTO _resqlite_meta VALUES ('applied', 0)",
         "INSERT OR IGNORE INTO _resqlite_meta SELECT 'last_write', value FROM _resqlite_meta \
          WHERE key = 'applied'",
-        "CREATE TABLE IF NOT EXISTS _resqlite_txns (idx INTEGER PRIMARY KEY, txid TEXT NOT NULL)",
+        "INSERT OR IGNORE INTO _resqlite_meta VALUES ('applied_term', 0)",
+        "INSERT OR IGNORE INTO _resqlite_meta VALUES ('txid_forgotten_term', 0)",
+        "CREATE TABLE IF NOT EXISTS _resqlite_txns \
+         (idx INTEGER PRIMARY KEY, txid TEXT NOT NULL, term INTEGER NOT NULL)",
         "CREATE INDEX IF NOT EXISTS _resqlite_txns_txid ON _resqlite_txns (txid)",
     ] {
         statement::internal(&conn, &internal, sql)?;
     }
     let (applied, last_write) = read_positions(&conn, &internal)?;
+    let txid = TxidCell::default();
+    txid::register_txid(&conn, txid.clone())?;
     Ok(Writer {
         conn,
         internal,
         applied,
         last_write,
+        txid,
     })
 }
 

@@ -18,6 +18,7 @@ mod snapshot;
 mod snapshot_reader;
 pub mod speculation;
 mod statement;
+mod txid;
 pub mod values;
 mod write_run;
 mod write_token;

@@ -19,6 +19,7 @@ use super::errors::sql_error;
 use super::pinned::{Pinned, PinnedState};
 use super::read_pool::{describe_on, open_read_connection};
 use super::statement::quote_identifier;
+use super::txid::{self, TxidCell};
 use crate::sql::sqlstate;
 
 /// Idle reader threads kept for the next transactions.
@@ -39,6 +40,8 @@ struct State {
     path: PathBuf,
     generation: DbGeneration,
     conn: Option<(u64, Connection)>,
+    /// The transaction's id, for `resqlite_txid()`.
+    txid: TxidCell,
 }
 
 impl PinnedState for State {
@@ -54,7 +57,12 @@ impl State {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let conn = open_read_connection(&self.path).map_err(|e| sql_error(&e))?;
+            let conn = open_read_connection(&self.path)
+                .and_then(|conn| {
+                    txid::register_txid(&conn, self.txid.clone())?;
+                    Ok(conn)
+                })
+                .map_err(|e| sql_error(&e))?;
             self.conn = Some((current, conn));
         }
         Ok(&self.conn.as_ref().expect("just opened").1)
@@ -67,6 +75,7 @@ impl State {
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
+        txid::set(&self.txid, None);
     }
 }
 
@@ -87,9 +96,9 @@ impl SnapshotReaders {
         }))
     }
 
-    /// Opens a snapshot of the database as it is now; returns it with the
-    /// applied index it shows.
-    pub async fn open(&self) -> Result<(SnapshotReader, u64), SqlError> {
+    /// Opens a snapshot of the database as it is now for transaction
+    /// `txid`; returns it with the applied index it shows.
+    pub async fn open(&self, txid: String) -> Result<(SnapshotReader, u64), SqlError> {
         let idle = self.0.idle.lock().ok().and_then(|mut idle| idle.pop());
         let thread = match idle {
             Some(thread) => thread,
@@ -102,6 +111,7 @@ impl SnapshotReaders {
                     path: self.0.path.clone(),
                     generation: self.0.generation.clone(),
                     conn: None,
+                    txid: TxidCell::default(),
                 };
                 Pinned::spawn(format!("resqlite-txn-read-{n}"), state).map_err(|e| {
                     SqlError::new(
@@ -116,8 +126,9 @@ impl SnapshotReaders {
             shared: self.clone(),
         };
         let applied = reader
-            .run(|s| {
+            .run(move |s| {
                 s.reset();
+                txid::set(&s.txid, Some(txid));
                 let conn = s.connection()?;
                 conn.execute_batch("BEGIN").map_err(|e| sql_error(&e))?;
                 // The first read fixes the snapshot.

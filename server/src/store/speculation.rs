@@ -31,6 +31,7 @@ use super::db_file::DbGeneration;
 use super::errors::sql_error;
 use super::pinned::{Pinned, PinnedState};
 use super::statement::{self, outcome_hash, quote_identifier, StatementFailure};
+use super::txid::{self, TxidCell};
 use super::values::to_proto;
 use super::write_token::WriteToken;
 use crate::sql::sqlstate;
@@ -55,6 +56,8 @@ struct State {
     open: Option<Open>,
     /// This thread holds the write token (and SQLite's write lock).
     holding: bool,
+    /// The open transaction's id, for `resqlite_txid()`.
+    txid: TxidCell,
 }
 
 /// One transaction's speculation.
@@ -109,8 +112,12 @@ impl State {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let (conn, internal) =
-                super::apply::open_guarded(&self.path).map_err(|e| sql_error(&e))?;
+            let (conn, internal) = super::apply::open_guarded(&self.path)
+                .and_then(|(conn, internal)| {
+                    txid::register_txid(&conn, self.txid.clone())?;
+                    Ok((conn, internal))
+                })
+                .map_err(|e| sql_error(&e))?;
             self.conn = Some((current, conn, internal));
         }
         let (_, conn, internal) = self.conn.as_ref().expect("just opened");
@@ -138,6 +145,7 @@ impl State {
             self.holding = false;
             self.token.leave_speculation();
         }
+        txid::set(&self.txid, None);
     }
 
     /// The apply thread needs the lock: roll back, mark the transaction.
@@ -153,6 +161,7 @@ impl State {
     fn begin(
         &mut self,
         serial: u64,
+        txid: String,
         read_at: Option<u64>,
         savepoints: &[String],
     ) -> Result<u64, SqlError> {
@@ -163,6 +172,7 @@ impl State {
         }
         self.token.enter_speculation();
         self.holding = true;
+        txid::set(&self.txid, Some(txid));
         match self.begin_locked(read_at, savepoints) {
             Ok((base, steps)) => {
                 self.open = Some(Open {
@@ -307,8 +317,14 @@ impl State {
     }
 
     /// Ends the speculation; the entry to replicate, unless it was lost.
-    fn finish(&mut self, serial: u64, txid: String) -> Result<Option<TransactionEntry>, SqlError> {
+    fn finish(&mut self, serial: u64) -> Result<Option<TransactionEntry>, SqlError> {
         self.open(serial)?;
+        let txid = self
+            .txid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
         self.end();
         let open = self.open.take().ok_or_else(not_open)?;
         if open
@@ -348,6 +364,7 @@ impl Speculation {
             conn: None,
             open: None,
             holding: false,
+            txid: TxidCell::default(),
         };
         let thread = Pinned::spawn("resqlite-txn-write".into(), state)?;
         let preempt_thread = thread.clone();
@@ -357,18 +374,19 @@ impl Speculation {
         Ok(Speculation { thread })
     }
 
-    /// Opens transaction `serial`'s speculation: takes SQLite's write lock
+    /// Opens transaction `serial`'s speculation (its id `txid`): takes SQLite's write lock
     /// and returns the applied index its statements see. `read_at`: the
     /// index the transaction already read at (it fails with 40001 if a
     /// write was applied since); `savepoints`: those it set while reading.
     pub async fn begin(
         &self,
         serial: u64,
+        txid: String,
         read_at: Option<u64>,
         savepoints: Vec<String>,
     ) -> Result<u64, SqlError> {
         self.thread
-            .run(move |s| s.begin(serial, read_at, &savepoints))
+            .run(move |s| s.begin(serial, txid, read_at, &savepoints))
             .await
     }
 
@@ -400,12 +418,8 @@ impl Speculation {
 
     /// Ends the speculation (rolled back: the entry replays it) and returns
     /// the entry to replicate, `None` if the transaction wrote nothing.
-    pub async fn finish(
-        &self,
-        serial: u64,
-        txid: String,
-    ) -> Result<Option<TransactionEntry>, SqlError> {
-        self.thread.run(move |s| s.finish(serial, txid)).await
+    pub async fn finish(&self, serial: u64) -> Result<Option<TransactionEntry>, SqlError> {
+        self.thread.run(move |s| s.finish(serial)).await
     }
 
     /// Rolls transaction `serial` back, without waiting.

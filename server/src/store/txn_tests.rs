@@ -106,7 +106,11 @@ async fn every_node_applies_the_transaction_to_what_the_leader_saw() {
     setup(&leader).await;
     setup(&follower).await;
 
-    let base = leader.spec.begin(7, None, Vec::new()).await.unwrap();
+    let base = leader
+        .spec
+        .begin(7, "1.1.7".into(), None, Vec::new())
+        .await
+        .unwrap();
     assert_eq!(base, 1);
     let ids = write(
         &leader,
@@ -156,7 +160,7 @@ async fn every_node_applies_the_transaction_to_what_the_leader_saw() {
     );
     let t = leader
         .spec
-        .finish(7, "1.1.7".into())
+        .finish(7)
         .await
         .unwrap()
         .expect("the transaction wrote");
@@ -184,11 +188,14 @@ async fn every_node_applies_the_transaction_to_what_the_leader_saw() {
 async fn a_transaction_that_ran_before_another_write_is_rolled_back_everywhere() {
     let n = node();
     setup(&n).await;
-    n.spec.begin(1, None, Vec::new()).await.unwrap();
+    n.spec
+        .begin(1, "1.1.1".into(), None, Vec::new())
+        .await
+        .unwrap();
     write(&n, 1, "INSERT INTO t (v) VALUES ('txn')", Vec::new())
         .await
         .unwrap();
-    let t = n.spec.finish(1, "1.1.1".into()).await.unwrap().unwrap();
+    let t = n.spec.finish(1).await.unwrap().unwrap();
     // A write the transaction did not see commits first.
     apply(
         &n,
@@ -214,7 +221,10 @@ async fn a_transaction_that_ran_before_another_write_is_rolled_back_everywhere()
 async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
     let n = node();
     setup(&n).await;
-    n.spec.begin(1, None, Vec::new()).await.unwrap();
+    n.spec
+        .begin(1, "1.1.1".into(), None, Vec::new())
+        .await
+        .unwrap();
     write(
         &n,
         1,
@@ -231,7 +241,7 @@ async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
     )
     .await
     .unwrap();
-    let mut t = n.spec.finish(1, "1.1.1".into()).await.unwrap().unwrap();
+    let mut t = n.spec.finish(1).await.unwrap().unwrap();
     // As if the leader had seen another id for the second row.
     let mut hash = t.steps[1].outcome_hash.to_vec();
     hash[0] ^= 1;
@@ -248,7 +258,10 @@ async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
 async fn the_apply_thread_preempts_an_open_transaction() {
     let n = node();
     setup(&n).await;
-    n.spec.begin(1, None, Vec::new()).await.unwrap();
+    n.spec
+        .begin(1, "1.1.1".into(), None, Vec::new())
+        .await
+        .unwrap();
     write(&n, 1, "INSERT INTO t (v) VALUES ('txn')", Vec::new())
         .await
         .unwrap();
@@ -272,7 +285,13 @@ async fn the_apply_thread_preempts_an_open_transaction() {
     );
     // The next transaction starts on the new state.
     n.spec.abort(1);
-    assert_eq!(n.spec.begin(2, None, Vec::new()).await.unwrap(), 2);
+    assert_eq!(
+        n.spec
+            .begin(2, "1.1.2".into(), None, Vec::new())
+            .await
+            .unwrap(),
+        2
+    );
     n.spec.abort(2);
 }
 
@@ -290,15 +309,25 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
     .await
     .unwrap();
     // It read at index 1; the write at index 2 came after.
-    let e = n.spec.begin(1, Some(1), Vec::new()).await.unwrap_err();
+    let e = n
+        .spec
+        .begin(1, "1.1.1".into(), Some(1), Vec::new())
+        .await
+        .unwrap_err();
     assert_eq!(e.sqlstate, "40001", "{e:?}");
     // Read at index 2: nothing came after.
-    assert_eq!(n.spec.begin(2, Some(2), vec!["s".into()]).await.unwrap(), 2);
+    assert_eq!(
+        n.spec
+            .begin(2, "1.1.2".into(), Some(2), vec!["s".into()])
+            .await
+            .unwrap(),
+        2
+    );
     let t = {
         write(&n, 2, "UPDATE t SET v = 'y'", Vec::new())
             .await
             .unwrap();
-        n.spec.finish(2, "1.1.2".into()).await.unwrap().unwrap()
+        n.spec.finish(2).await.unwrap().unwrap()
     };
     assert!(
         matches!(&t.steps[0].step, Some(Step::Savepoint(s)) if s == "s"),
@@ -308,5 +337,43 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
     assert_eq!(
         rows(&n, "SELECT v FROM t").await,
         vec![vec![Value::Text("y".into())]]
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_knows_its_id_and_every_node_stores_the_same() {
+    let n = node();
+    setup(&n).await;
+    n.spec
+        .begin(1, "4.1.1".into(), None, Vec::new())
+        .await
+        .unwrap();
+    let stored = write(
+        &n,
+        1,
+        "INSERT INTO t (v) VALUES (resqlite_txid()) RETURNING v",
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored, vec![vec![Value::Text("4.1.1".into())]]);
+    let t = n.spec.finish(1).await.unwrap().unwrap();
+    apply(&n, entry(2, encode_transaction(t))).await.unwrap();
+    assert_eq!(
+        rows(&n, "SELECT v FROM t").await,
+        vec![vec![Value::Text("4.1.1".into())]]
+    );
+    assert_eq!(
+        rows(&n, "SELECT resqlite_txid(), resqlite_txid_status('4.1.1'), resqlite_txid_status('4.1.2'), resqlite_txid_status('3.2.9')").await,
+        vec![vec![Value::Null, Value::Text("committed".into()), Value::Text("in progress".into()), Value::Text("in progress".into())]]
+    );
+    // Once an entry of term 5 is applied, no id of an older term can
+    // commit any more.
+    let mut later = entry(3, encode_write("DELETE FROM t WHERE 0", &[], "DELETE"));
+    later.term = 5;
+    apply(&n, later).await.unwrap();
+    assert_eq!(
+        rows(&n, "SELECT resqlite_txid_status('4.1.1'), resqlite_txid_status('4.1.2'), resqlite_txid_status('0.0.0')").await,
+        vec![vec![Value::Text("committed".into()), Value::Text("aborted".into()), Value::Null]]
     );
 }
