@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use resqlite_wire::{
-    Column, Description, Executor, NodeRole, Outcome, PgType, Reply, Session, SqlError, Value,
-    WireOptions,
+    Column, Description, Executor, NodeRole, Outcome, PgType, Reply, Session, SqlError,
+    TransactionOptions, Value, WireOptions,
 };
 
 /// How long the server may take to close a connection the client hung up.
@@ -90,6 +90,44 @@ impl Executor for Echo {
 
     fn role(&self) -> NodeRole {
         NodeRole { is_leader: true }
+    }
+
+    // Transactions echo like single statements: the session's transaction
+    // states are what is fuzzed here, not a store.
+    type Transaction = ();
+
+    fn begin(&self, _session: &Session, _options: TransactionOptions) -> Result<(), SqlError> {
+        Ok(())
+    }
+
+    async fn execute_in(
+        &self,
+        _txn: &mut (),
+        session: &Session,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Reply, SqlError> {
+        self.execute(session, sql, params).await
+    }
+
+    async fn describe_in(&self, _txn: &mut (), sql: &str) -> Result<Description, SqlError> {
+        describe(sql)
+    }
+
+    async fn savepoint(&self, _txn: &mut (), _name: &str) -> Result<(), SqlError> {
+        Ok(())
+    }
+
+    async fn release(&self, _txn: &mut (), _name: &str) -> Result<(), SqlError> {
+        Ok(())
+    }
+
+    async fn rollback_to(&self, _txn: &mut (), _name: &str) -> Result<(), SqlError> {
+        Ok(())
+    }
+
+    async fn commit(&self, _txn: ()) -> Result<(), SqlError> {
+        Ok(())
     }
 }
 
