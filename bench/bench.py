@@ -9,7 +9,8 @@ node, release build), PostgreSQL 15 as a primary with two streaming standbys
 (synchronous_standby_names = 'ANY 1 (s1, s2)', synchronous_commit = on),
 PostgreSQL 15 alone; and runs
 
-1. pgbench with the scripts in bench/pgbench/ (write, read, mixed) against
+1. pgbench with the scripts in bench/pgbench/ (write, read, mixed, and
+   tpcb: pgbench's TPC-B-like transaction, BEGIN … END) against
    each server, -M simple and -M prepared, 1/8/32 clients, on 100,000 rows;
 2. the paper's four workloads (bench/paper/) as SQL files run statement by
    statement: `sqlite3 file.db < w.sql` versus `psql -f w.sql` against
@@ -47,7 +48,7 @@ from harness.procs import Failure  # noqa: E402
 from paper import workloads  # noqa: E402
 
 SYSTEMS = ["resqlite-3", "resqlite-1", "pg-sync", "pg-1"]
-SCRIPTS = ["write", "read", "mixed"]
+SCRIPTS = ["write", "read", "mixed", "tpcb"]
 MODES = ["simple", "prepared"]
 CLIENTS = [1, 8, 32]
 PAPER_SYSTEMS = ["sqlite3", "resqlite-1", "resqlite-3"]

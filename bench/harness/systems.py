@@ -198,6 +198,7 @@ class ReSQLite:
         n = int(psql(self.port, self.user, self.db, "SELECT count(*) FROM kv").stdout)
         if n != rows:
             raise Failure(f"{self.name}: preload gave {n} rows, not {rows}")
+        psql(self.port, self.user, self.db, file=TPCB_LOAD, timeout=300)
 
     def log(self, i: int) -> str:
         try:
@@ -272,6 +273,10 @@ def make_pg_dir(path: Path) -> None:
     procs.chown_pg(path)
 
 
+# pgbench's TPC-B rows (bench/pgbench/tpcb.sql runs on them).
+TPCB_LOAD = Path(__file__).resolve().parent.parent / "pgbench" / "tpcb_load.sql"
+
+
 def pg_template(workdir: Path, port: int, rows: int, schema: Path) -> Path:
     """initdb, load the kv table, stop cleanly: every PostgreSQL run copies this."""
     d = workdir / "pg-template"
@@ -286,7 +291,8 @@ def pg_template(workdir: Path, port: int, rows: int, schema: Path) -> Path:
         psql(port, "postgres", "postgres", file=schema)
         psql(port, "postgres", "postgres",
              f"INSERT INTO kv (k, v) SELECT g, 0 FROM generate_series(1, {rows}) g", timeout=300)
-        psql(port, "postgres", "postgres", "VACUUM ANALYZE kv", timeout=300)
+        psql(port, "postgres", "postgres", file=TPCB_LOAD, timeout=300)
+        psql(port, "postgres", "postgres", "VACUUM ANALYZE", timeout=300)
         psql(port, "postgres", "postgres", "CHECKPOINT", timeout=300)
     finally:
         pg.stop()

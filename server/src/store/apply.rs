@@ -23,7 +23,7 @@ use super::guard::guard_apply_connection;
 use super::log_command::{self, LogCommand};
 use super::roles::{self, RoleCache};
 use super::snapshot;
-use super::statement::{self, quote_identifier, StatementFailure};
+use super::statement::{self, quote_identifier, Deferred, StatementFailure};
 use super::txid::{self, TxidCell};
 use super::values::from_proto;
 use super::write_token::WriteToken;
@@ -246,6 +246,7 @@ impl SqliteStateMachine {
             &params,
             &stmt.command,
             wanted,
+            Deferred::CheckNow,
         ) {
             Ok(outcome) => {
                 self.batch_last_write.set(Some(index));
@@ -278,7 +279,12 @@ impl SqliteStateMachine {
         self.internal("SAVEPOINT resqlite_txn")
             .map_err(|e| halt("opening the transaction's savepoint", &e))?;
         txid::set(&self.txid, Some(t.txid.clone()));
-        let ran = self.run_steps(&t.steps);
+        let ran = self.run_steps(&t.steps).map(|differs| {
+            differs.or_else(|| {
+                statement::deferred_violations(&self.conn)
+                    .then(|| "a deferred foreign key is not satisfied here".to_string())
+            })
+        });
         txid::set(&self.txid, None);
         if let Some(why) = ran? {
             self.internal("ROLLBACK TO resqlite_txn")
@@ -318,6 +324,7 @@ impl SqliteStateMachine {
                         &params,
                         &stmt.command,
                         true,
+                        Deferred::AtCommit,
                     ) {
                         Ok(outcome) => outcome,
                         Err(StatementFailure::Failed(e)) => {

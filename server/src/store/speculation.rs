@@ -30,7 +30,7 @@ use rusqlite::{Connection, InterruptHandle};
 use super::db_file::DbGeneration;
 use super::errors::sql_error;
 use super::pinned::{Pinned, PinnedState};
-use super::statement::{self, outcome_hash, quote_identifier, StatementFailure};
+use super::statement::{self, outcome_hash, quote_identifier, Deferred, StatementFailure};
 use super::txid::{self, TxidCell};
 use super::values::to_proto;
 use super::write_token::WriteToken;
@@ -236,7 +236,15 @@ impl State {
         let bytes = resqlite_wire::statement_bytes(sql, &params);
         let result = {
             let (conn, internal) = self.connection()?;
-            statement::run_in_savepoint(conn, internal, sql, &params, command, true)
+            statement::run_in_savepoint(
+                conn,
+                internal,
+                sql,
+                &params,
+                command,
+                true,
+                Deferred::AtCommit,
+            )
         };
         // Preempted while the statement ran: it was interrupted or is
         // about to be rolled back with the rest.
@@ -319,6 +327,16 @@ impl State {
     /// Ends the speculation; the entry to replicate, unless it was lost.
     fn finish(&mut self, serial: u64) -> Result<Option<TransactionEntry>, SqlError> {
         self.open(serial)?;
+        // Deferred constraints are checked at COMMIT, as in PostgreSQL.
+        let violated = self
+            .conn
+            .as_ref()
+            .is_some_and(|(_, conn, _)| statement::deferred_violations(conn));
+        if violated {
+            self.end();
+            self.open = None;
+            return Err(statement::deferred_violation());
+        }
         let txid = self
             .txid
             .lock()

@@ -43,6 +43,15 @@ pub(crate) fn internal(conn: &Connection, flag: &AtomicBool, sql: &str) -> rusql
     result
 }
 
+/// When a statement's deferred constraints are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deferred {
+    /// At its end: it commits on its own.
+    CheckNow,
+    /// At the end of its transaction.
+    AtCommit,
+}
+
 /// Runs one client statement inside a savepoint of its own, which an
 /// error rolls back. `wanted`: build the rows it returns (every node steps
 /// through them and counts them against the same budget either way).
@@ -53,6 +62,7 @@ pub(crate) fn run_in_savepoint(
     params: &[Value],
     command: &str,
     wanted: bool,
+    deferred: Deferred,
 ) -> Result<Outcome, StatementFailure> {
     let node_local = |doing, error| StatementFailure::NodeLocal { doing, error };
     internal(conn, flag, "SAVEPOINT resqlite_stmt")
@@ -62,6 +72,9 @@ pub(crate) fn run_in_savepoint(
             return Err(node_local("applying a write", e));
         }
         Err(e) => Err(e.into_sql_error()),
+        Ok(_) if deferred == Deferred::CheckNow && deferred_violations(conn) => {
+            Err(deferred_violation())
+        }
         Ok(rows) => Ok(rows),
     };
     if let Err(e) = &result {
@@ -110,6 +123,36 @@ fn run_guarded(
         Some(violation) => Err(WriteError::Sql(violation.to_sql_error())),
         None => result,
     }
+}
+
+/// Whether the connection's open transaction holds deferred foreign-key
+/// violations, which would make its COMMIT fail. A write that commits on
+/// its own must not leave any: the batch it is applied in would fail to
+/// commit on every node, and the node would halt (a rolled-back savepoint
+/// takes its violations with it).
+pub(crate) fn deferred_violations(conn: &Connection) -> bool {
+    let (mut current, mut highwater) = (0, 0);
+    // SAFETY: the handle is the live connection's; SQLite only writes the
+    // two integers.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_DEFERRED_FKS,
+            &mut current,
+            &mut highwater,
+            0,
+        )
+    };
+    rc != rusqlite::ffi::SQLITE_OK || current > 0
+}
+
+/// The error of a statement or transaction that leaves a deferred foreign
+/// key unsatisfied, as PostgreSQL reports it at commit.
+pub(crate) fn deferred_violation() -> SqlError {
+    SqlError::new(
+        crate::sql::sqlstate::FOREIGN_KEY_VIOLATION,
+        "FOREIGN KEY constraint failed: a deferred foreign key is not satisfied at commit",
+    )
 }
 
 fn is_dml(command: &str) -> bool {

@@ -377,3 +377,33 @@ async fn a_transaction_knows_its_id_and_every_node_stores_the_same() {
         vec![vec![Value::Text("committed".into()), Value::Text("aborted".into()), Value::Null]]
     );
 }
+
+#[tokio::test]
+async fn a_deferred_foreign_key_violation_fails_its_statement_not_the_node() {
+    let n = node();
+    let mut index = 0;
+    let mut next = |sql: &str, command: &str| {
+        index += 1;
+        entry(index, encode_write(sql, &[], command))
+    };
+    for (sql, command) in [
+        ("CREATE TABLE p (id INTEGER PRIMARY KEY)", "CREATE TABLE"),
+        (
+            "CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+            "CREATE TABLE",
+        ),
+    ] {
+        apply(&n, next(sql, command)).await.unwrap();
+    }
+    let e = apply(&n, next("INSERT INTO c VALUES (42)", "INSERT"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate, "23503", "{e:?}");
+    apply(&n, next("INSERT INTO p VALUES (1)", "INSERT"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&n, "SELECT count(*) FROM c").await,
+        vec![vec![Value::Integer(0)]]
+    );
+}
