@@ -18,6 +18,21 @@ impl Node {
         session: &Session,
         statement: RoleStatement,
     ) -> Result<Outcome, SqlError> {
+        let change = self.role_change(session, statement).await?;
+        let entry = encode_role(change);
+        self.raft
+            .propose(entry)
+            .await
+            .map_err(|e| self.propose_error(e))?
+    }
+
+    /// The change a role statement makes, once it is known the session may
+    /// make it here (on the leader).
+    pub(super) async fn role_change(
+        &self,
+        session: &Session,
+        statement: RoleStatement,
+    ) -> Result<RoleChange, SqlError> {
         if !session.superuser && !statement.only_changes_own_password(&session.user) {
             return Err(SqlError::new(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -42,11 +57,7 @@ impl Node {
             change.superuser = Some(change.superuser.unwrap_or(true));
             change.login = Some(change.login.unwrap_or(true));
         }
-        let entry = encode_role(change);
-        self.raft
-            .propose(entry)
-            .await
-            .map_err(|e| self.propose_error(e))?
+        Ok(change)
     }
 }
 

@@ -148,11 +148,8 @@ impl NodeTransaction {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Reply, SqlError> {
-        if sql::roles::parse(sql).is_some() {
-            return Err(SqlError::new(
-                "25001",
-                "CREATE, ALTER and DROP ROLE cannot run inside a transaction block",
-            ));
+        if let Some(statement) = sql::roles::parse(sql) {
+            return self.change_roles(session, statement?).await;
         }
         let sql = &*sql::pg_syntax::to_sqlite(sql)?;
         let classified = self.node.classes.classify(sql)?;
@@ -203,6 +200,33 @@ impl NodeTransaction {
                     .map(Reply::Done)
             }
         }
+    }
+
+    /// CREATE, ALTER or DROP ROLE as a step of the transaction.
+    async fn change_roles(
+        &mut self,
+        session: &Session,
+        statement: sql::roles::RoleStatement,
+    ) -> Result<Reply, SqlError> {
+        if self.options.read_only {
+            return Err(SqlError::new(
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!(
+                    "cannot execute {} in a read-only transaction",
+                    statement.tag()
+                ),
+            ));
+        }
+        self.check_leader()?;
+        let change = self.node.role_change(session, statement).await?;
+        if !matches!(self.phase, Phase::Writing { .. }) {
+            self.start_writing(session).await?;
+        }
+        self.node
+            .speculation
+            .change_role(self.serial, change)
+            .await
+            .map(Reply::Done)
     }
 
     async fn read(

@@ -349,6 +349,19 @@ impl SqliteStateMachine {
                     }
                     continue;
                 }
+                Some(Step::Role(change)) => {
+                    let outcome = roles::apply_in_savepoint(&self.conn, &self.internal, change)
+                        .map_err(|e| halt("changing a role", &e))?;
+                    let outcome = match outcome {
+                        Ok(outcome) => outcome,
+                        Err(e) => return Ok(Some(format!("step {n} failed here: {}", e.message))),
+                    };
+                    if statement::outcome_hash(&outcome)[..] != step.outcome_hash[..] {
+                        return Ok(Some(format!("step {n} returned something else here")));
+                    }
+                    self.roles_changed.set(true);
+                    continue;
+                }
                 Some(Step::Savepoint(name)) => format!("SAVEPOINT {}", quote_identifier(name)),
                 Some(Step::Release(name)) => format!("RELEASE {}", quote_identifier(name)),
                 Some(Step::RollbackTo(name)) => format!("ROLLBACK TO {}", quote_identifier(name)),

@@ -32,6 +32,28 @@ pub struct Role {
 /// Applies a committed role change on the apply connection (inside the
 /// batch's transaction, past the authorizer). Errors are the same on every
 /// node; `Err(rusqlite::Error)` is a node-local failure.
+/// [`apply_change`] inside a savepoint that a refused change rolls back,
+/// past the authorizer (`internal`): a transaction's role step.
+pub(crate) fn apply_in_savepoint(
+    conn: &Connection,
+    internal: &std::sync::atomic::AtomicBool,
+    change: &RoleChange,
+) -> rusqlite::Result<Result<Outcome, SqlError>> {
+    use std::sync::atomic::Ordering;
+    internal.store(true, Ordering::Relaxed);
+    let result = (|| {
+        conn.execute_batch("SAVEPOINT resqlite_role")?;
+        let outcome = apply_change(conn, change)?;
+        if outcome.is_err() {
+            conn.execute_batch("ROLLBACK TO resqlite_role")?;
+        }
+        conn.execute_batch("RELEASE resqlite_role")?;
+        Ok(outcome)
+    })();
+    internal.store(false, Ordering::Relaxed);
+    result
+}
+
 pub fn apply_change(
     conn: &Connection,
     change: &RoleChange,

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use resqlite_proto::client::WriteStatement;
 use resqlite_proto::client::{transaction_step::Step, TransactionEntry, TransactionStep};
+use resqlite_proto::client::{RoleChange, WriteStatement};
 use resqlite_wire::{Description, Outcome, SqlError, Value};
 use rusqlite::{Connection, InterruptHandle};
 
@@ -58,6 +58,9 @@ struct State {
     holding: bool,
     /// The open transaction's id, for `resqlite_txid()`.
     txid: TxidCell,
+    /// Interrupts the connection's running statement (the apply thread
+    /// uses it to be served at once).
+    interrupt: Arc<std::sync::Mutex<Option<InterruptHandle>>>,
 }
 
 /// One transaction's speculation.
@@ -118,6 +121,8 @@ impl State {
                     Ok((conn, internal))
                 })
                 .map_err(|e| sql_error(&e))?;
+            *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(conn.get_interrupt_handle());
             self.conn = Some((current, conn, internal));
         }
         let (_, conn, internal) = self.conn.as_ref().expect("just opened");
@@ -287,6 +292,19 @@ impl State {
                 self.end();
                 Err(e)
             }
+            Err(StatementFailure::NodeLocal { error, .. })
+                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+            {
+                // Cancelled or timed out: SQLite rolled back more than the
+                // statement.
+                let e = SqlError::new(
+                    sqlstate::IN_FAILED_SQL_TRANSACTION,
+                    "the transaction was rolled back when one of its statements was cancelled",
+                );
+                open.lost = Some(e.clone());
+                self.end();
+                Err(e)
+            }
             Err(StatementFailure::NodeLocal { doing, error }) => {
                 let e = SqlError::new("58030", format!("{doing}: {error}"));
                 open.lost = Some(e.clone());
@@ -296,13 +314,30 @@ impl State {
         }
     }
 
+    fn change_role(&mut self, serial: u64, change: RoleChange) -> Result<Outcome, SqlError> {
+        self.open(serial)?;
+        let result = {
+            let (conn, internal) = self.connection()?;
+            super::roles::apply_in_savepoint(conn, internal, &change)
+        };
+        self.yield_to_apply();
+        let open = self.open(serial)?;
+        let outcome =
+            result.map_err(|e| SqlError::new("58030", format!("changing a role: {e}")))??;
+        open.steps.push(TransactionStep {
+            outcome_hash: outcome_hash(&outcome).to_vec().into(),
+            step: Some(Step::Role(change)),
+        });
+        Ok(outcome)
+    }
+
     fn savepoint_step(&mut self, serial: u64, step: Step) -> Result<(), SqlError> {
         self.open(serial)?;
         let sql = match &step {
             Step::Savepoint(name) => format!("SAVEPOINT {}", quote_identifier(name)),
             Step::Release(name) => format!("RELEASE {}", quote_identifier(name)),
             Step::RollbackTo(name) => format!("ROLLBACK TO {}", quote_identifier(name)),
-            Step::Statement(_) => return Err(not_open()),
+            Step::Statement(_) | Step::Role(_) => return Err(not_open()),
         };
         let result = {
             let (conn, internal) = self.connection()?;
@@ -383,11 +418,16 @@ impl Speculation {
             open: None,
             holding: false,
             txid: TxidCell::default(),
+            interrupt: Arc::default(),
         };
+        let interrupt = state.interrupt.clone();
         let thread = Pinned::spawn("resqlite-txn-write".into(), state)?;
         let preempt_thread = thread.clone();
         token.set_preempt(Arc::new(move || {
             preempt_thread.send(|state: &mut State| state.yield_to_apply());
+            if let Some(handle) = &*interrupt.lock().unwrap_or_else(|e| e.into_inner()) {
+                handle.interrupt();
+            }
         }));
         Ok(Speculation { thread })
     }
@@ -419,6 +459,13 @@ impl Speculation {
     ) -> Result<Outcome, SqlError> {
         self.thread
             .run(move |s| s.execute(serial, &sql, params, command, write))
+            .await
+    }
+
+    /// CREATE, ALTER or DROP ROLE, run and recorded.
+    pub async fn change_role(&self, serial: u64, change: RoleChange) -> Result<Outcome, SqlError> {
+        self.thread
+            .run(move |s| s.change_role(serial, change))
             .await
     }
 
