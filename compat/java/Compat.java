@@ -4,11 +4,11 @@
 // getters (pgjdbc switches to a named server-side statement after
 // prepareThreshold executions), SQLException.getSQLState(). Then
 // transactions after setAutoCommit(false): commit(), rollback(), the failed
-// state (25P02) and the Savepoint API, each checked by what a new
-// connection sees afterwards. It logs in with the password (SCRAM-SHA-256) over TLS with
-// sslmode=verify-full against the cluster's CA (PEM, read by pgjdbc
-// itself), both given by the harness as PGPASSWORD and PGSSLROOTCERT.
-// Compiled and run by server/tests/compat.rs.
+// state (25P02), the Savepoint API and autosave=always, each checked by
+// what a new connection sees afterwards. It logs in with the password
+// (SCRAM-SHA-256) over TLS with sslmode=verify-full against the cluster's
+// CA (PEM, read by pgjdbc itself), both given by the harness as PGPASSWORD
+// and PGSSLROOTCERT. Compiled and run by server/tests/compat.rs.
 
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -282,6 +282,19 @@ public class Compat {
                 return dup + "/" + committedIds(leader, 50, 59);
             }
         }, "23505/[50, 52, 53]");
+
+        // autosave=always: pgjdbc sets a savepoint before each statement and
+        // rolls back to it on an error, so the transaction goes on.
+        check("txn_autosave_always", () -> {
+            try (Connection t = connect(leader, "?autosave=always")) {
+                t.setAutoCommit(false);
+                insert(t, 60, 60);
+                String dup = sqlstateOf(() -> insert(t, 60, 60));
+                insert(t, 61, 61);
+                t.commit();
+                return dup + "/" + committedIds(leader, 60, 69);
+            }
+        }, "23505/[60, 61]");
 
         try (ResultSet rs = db.getMetaData().getTables(null, null, "jd_items", null)) {
             line("catalog_queries", "pass", "DatabaseMetaData.getTables() works: update docs/compat.md");
