@@ -2,12 +2,13 @@
 // idiom: a jdbc:postgresql URL over all three hosts with
 // targetServerType=primary, PreparedStatement with setters and typed
 // getters (pgjdbc switches to a named server-side statement after
-// prepareThreshold executions), SQLException.getSQLState(). With
-// autocommit off pgjdbc sends BEGIN, which ReSQLite refuses with 0A000:
-// asserted. It logs in with the password (SCRAM-SHA-256) over TLS with
-// sslmode=verify-full against the cluster's CA (PEM, read by pgjdbc
-// itself), both given by the harness as PGPASSWORD and PGSSLROOTCERT.
-// Compiled and run by server/tests/compat.rs.
+// prepareThreshold executions), SQLException.getSQLState(). Then
+// transactions after setAutoCommit(false): commit(), rollback(), the failed
+// state (25P02), the Savepoint API and autosave=always, each checked by
+// what a new connection sees afterwards. It logs in with the password
+// (SCRAM-SHA-256) over TLS with sslmode=verify-full against the cluster's
+// CA (PEM, read by pgjdbc itself), both given by the harness as PGPASSWORD
+// and PGSSLROOTCERT. Compiled and run by server/tests/compat.rs.
 
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -66,19 +67,6 @@ public class Compat {
         } catch (SQLException e) {
             String msg = String.valueOf(e.getMessage());
             if (want.equals(e.getSQLState()) && (contains == null || msg.contains(contains))) line(feature, "pass", "");
-            else line(feature, "fail", "got " + e.getSQLState() + " " + oneLine(e));
-        } catch (Exception e) {
-            line(feature, "fail", oneLine(e));
-        }
-    }
-
-    /** A feature ReSQLite refuses today: unsupported when it gets the clear SQLSTATE want. */
-    static void refused(String feature, Body<?> body, String want, String why) {
-        try {
-            body.run();
-            line(feature, "fail", "succeeded: ReSQLite now supports it, update the suite and docs");
-        } catch (SQLException e) {
-            if (want.equals(e.getSQLState())) line(feature, "unsupported", why + " " + want + ": " + e.getMessage().split("\n")[0]);
             else line(feature, "fail", "got " + e.getSQLState() + " " + oneLine(e));
         } catch (Exception e) {
             line(feature, "fail", oneLine(e));
@@ -237,12 +225,76 @@ public class Compat {
             }
         }, "25006", "not the leader; leader: " + LEADER_ADDR);
 
-        refused("implicit_transaction", () -> {
-            try (Connection t = connect(leader, ""); Statement s = t.createStatement()) {
+        // Transactions after setAutoCommit(false) (pgjdbc then sends BEGIN
+        // with the first statement), each checked by what a new connection
+        // sees afterwards.
+        try (Statement s = db.createStatement()) {
+            s.executeUpdate("CREATE TABLE jd_txn (id INTEGER PRIMARY KEY, s TEXT)");
+        }
+        check("txn_commit", () -> {
+            try (Connection t = connect(leader, "")) {
                 t.setAutoCommit(false);
-                return s.executeUpdate("INSERT INTO jd_items (id) VALUES (4)");
+                insert(t, 1, 2);
+                String inside = count(t, 1, 9) + "/" + committedIds(leader, 1, 9);
+                t.commit();
+                return inside + " then " + committedIds(leader, 1, 9);
             }
-        }, "0A000", "setAutoCommit(false) makes pgjdbc send BEGIN, refused with");
+        }, "2/[] then [1, 2]");
+        // Ten inserts through one PreparedStatement: pgjdbc moves to a named
+        // server-side statement inside the transaction.
+        check("txn_rollback", () -> {
+            try (Connection t = connect(leader, "")) {
+                t.setAutoCommit(false);
+                insert(t, 10, 19);
+                t.rollback();
+                insert(t, 20, 20);
+                t.commit();
+                return committedIds(leader, 10, 29);
+            }
+        }, "[20]");
+        check("txn_error_25P02", () -> {
+            try (Connection t = connect(leader, "")) {
+                t.setAutoCommit(false);
+                insert(t, 30, 30);
+                String first = sqlstateOf(() -> insert(t, 30, 30));
+                String then = sqlstateOf(() -> count(t, 30, 39));
+                t.rollback();
+                long after = count(t, 30, 39);
+                t.rollback();
+                return first + "/" + then + "/" + after + "/" + committedIds(leader, 30, 39);
+            }
+        }, "23505/25P02/0/[]");
+        check("txn_savepoint", () -> {
+            try (Connection t = connect(leader, "")) {
+                t.setAutoCommit(false);
+                insert(t, 50, 50);
+                java.sql.Savepoint sp = t.setSavepoint();
+                insert(t, 51, 51);
+                t.rollback(sp);
+                java.sql.Savepoint named = t.setSavepoint("kept");
+                insert(t, 52, 52);
+                t.releaseSavepoint(named);
+                java.sql.Savepoint beforeError = t.setSavepoint();
+                String dup = sqlstateOf(() -> insert(t, 50, 50));
+                t.rollback(beforeError); // the error spares the outer transaction
+                insert(t, 53, 53);
+                t.commit();
+                return dup + "/" + committedIds(leader, 50, 59);
+            }
+        }, "23505/[50, 52, 53]");
+
+        // autosave=always: pgjdbc sets a savepoint before each statement and
+        // rolls back to it on an error, so the transaction goes on.
+        check("txn_autosave_always", () -> {
+            try (Connection t = connect(leader, "?autosave=always")) {
+                t.setAutoCommit(false);
+                insert(t, 60, 60);
+                String dup = sqlstateOf(() -> insert(t, 60, 60));
+                insert(t, 61, 61);
+                t.commit();
+                return dup + "/" + committedIds(leader, 60, 69);
+            }
+        }, "23505/[60, 61]");
 
         try (ResultSet rs = db.getMetaData().getTables(null, null, "jd_items", null)) {
             line("catalog_queries", "pass", "DatabaseMetaData.getTables() works: update docs/compat.md");
@@ -255,4 +307,53 @@ public class Compat {
         System.exit(failed ? 1 : 0);
     }
 
+    /** Inserts ids lo..hi into jd_txn through one PreparedStatement. */
+    static int insert(Connection t, long lo, long hi) throws SQLException {
+        try (PreparedStatement ps = t.prepareStatement("INSERT INTO jd_txn (id, s) VALUES (?, ?)")) {
+            int n = 0;
+            for (long i = lo; i <= hi; i++) {
+                ps.setLong(1, i);
+                ps.setString(2, "row " + i);
+                n += ps.executeUpdate();
+            }
+            return n;
+        }
+    }
+
+    static long count(Connection t, long lo, long hi) throws SQLException {
+        try (PreparedStatement ps = t.prepareStatement("SELECT count(*) FROM jd_txn WHERE id BETWEEN ? AND ?")) {
+            ps.setLong(1, lo);
+            ps.setLong(2, hi);
+            try (ResultSet rs = ps.executeQuery()) {
+                rs.next();
+                return rs.getLong(1);
+            }
+        }
+    }
+
+    /** The ids in lo..hi a new (autocommit) connection sees: the committed ones. */
+    static String committedIds(String hostPort, long lo, long hi) throws SQLException {
+        try (Connection f = connect(hostPort, "");
+             PreparedStatement ps = f.prepareStatement("SELECT id FROM jd_txn WHERE id BETWEEN ? AND ? ORDER BY id")) {
+            ps.setLong(1, lo);
+            ps.setLong(2, hi);
+            java.util.List<Long> ids = new java.util.ArrayList<>();
+            try (ResultSet rs = ps.executeQuery()) {
+                while (rs.next()) ids.add(rs.getLong(1));
+            }
+            return ids.toString();
+        }
+    }
+
+    /** The SQLSTATE body fails with, or "no error". */
+    static String sqlstateOf(Body<?> body) {
+        try {
+            body.run();
+            return "no error";
+        } catch (SQLException e) {
+            return e.getSQLState();
+        } catch (Exception e) {
+            return oneLine(e);
+        }
+    }
 }

@@ -1,6 +1,7 @@
 // node-postgres (pg) against the cluster, in its own idiom: a Pool, $n
 // parameters, named queries ({ name, text, values }) for prepared
-// statements, err.code for the SQLSTATE. node-postgres takes one host per
+// statements, err.code for the SQLSTATE, and transactions as its docs
+// show them (BEGIN/COMMIT/ROLLBACK through client.query). node-postgres takes one host per
 // connection (no multi-host string): reported unsupported. It logs in with
 // the password (SCRAM-SHA-256) over TLS, verifying the server's certificate
 // and name against the cluster's CA (PGPASSWORD and PGSSLROOTCERT from the
@@ -125,13 +126,87 @@ async function main() {
     }
   }, '25006', `not the leader; leader: ${leaderAddr}`);
 
-  try {
-    await pool.query('BEGIN');
-    line('explicit_transaction', 'fail', 'BEGIN was accepted: update the suite and docs');
-  } catch (e) {
-    if (e.code === '0A000') line('explicit_transaction', 'unsupported', `query('BEGIN') gets 0A000: ${e.message}`);
-    else line('explicit_transaction', 'fail', oneLine(e));
-  }
+  // Transactions the node-postgres way: BEGIN/COMMIT/ROLLBACK through
+  // client.query on one client checked out of the pool, each checked by
+  // what a new connection sees afterwards.
+  await pool.query('CREATE TABLE nd_txn (id INTEGER PRIMARY KEY, s TEXT)');
+  const committedIds = async (lo, hi) => {
+    const f = new Client(config(env.RESQLITE_LEADER_PORT));
+    await f.connect();
+    try {
+      const r = await f.query('SELECT id FROM nd_txn WHERE id >= $1 AND id <= $2 ORDER BY id', [lo, hi]);
+      return r.rows.map((row) => Number(row.id));
+    } finally {
+      await f.end();
+    }
+  };
+  const insert = (client, id) => client.query('INSERT INTO nd_txn (id, s) VALUES ($1, $2)', [id, `row ${id}`]);
+  const sqlstateOf = async (fn) => {
+    try {
+      await fn();
+      return 'no error';
+    } catch (e) {
+      return e.code || oneLine(e);
+    }
+  };
+  const withClient = async (fn) => {
+    const client = await pool.connect();
+    try {
+      return await fn(client);
+    } finally {
+      client.release();
+    }
+  };
+  await check('txn_commit', () => withClient(async (t) => {
+    const tags = [(await t.query('BEGIN')).command];
+    await insert(t, 1);
+    await insert(t, 2);
+    const inside = [Number((await t.query('SELECT count(*) AS n FROM nd_txn')).rows[0].n), await committedIds(1, 9)];
+    tags.push((await t.query('COMMIT')).command);
+    return [tags, inside, await committedIds(1, 9)];
+  }), [['BEGIN', 'COMMIT'], [2, []], [1, 2]]);
+  await check('txn_rollback', () => withClient(async (t) => {
+    await t.query('BEGIN');
+    await insert(t, 10);
+    const tag = (await t.query('ROLLBACK')).command;
+    await insert(t, 11); // autocommit again
+    return [tag, await committedIds(10, 19)];
+  }), ['ROLLBACK', [11]]);
+  // An error inside the block: every statement then gets 25P02 until
+  // ROLLBACK (the pattern node-postgres documents: catch, ROLLBACK, rethrow).
+  await check('txn_error_25P02', () => withClient(async (t) => {
+    await t.query('BEGIN');
+    await insert(t, 30);
+    const first = await sqlstateOf(() => insert(t, 30));
+    const then = await sqlstateOf(() => t.query('SELECT 1'));
+    const tag = (await t.query('ROLLBACK')).command;
+    const after = Number((await t.query('SELECT 1 AS one')).rows[0].one);
+    return [first, then, tag, after, await committedIds(30, 39)];
+  }), ['23505', '25P02', 'ROLLBACK', 1, []]);
+  // COMMIT of a failed transaction ends it and answers ROLLBACK.
+  await check('txn_failed_commit_rollback', () => withClient(async (t) => {
+    await t.query('BEGIN');
+    await insert(t, 40);
+    await sqlstateOf(() => insert(t, 40));
+    const tag = (await t.query('COMMIT')).command;
+    return [tag, await committedIds(40, 49)];
+  }), ['ROLLBACK', []]);
+  await check('txn_savepoint', () => withClient(async (t) => {
+    await t.query('BEGIN');
+    await insert(t, 50);
+    await t.query('SAVEPOINT a');
+    await insert(t, 51);
+    await t.query('ROLLBACK TO SAVEPOINT a');
+    await t.query('SAVEPOINT b');
+    await insert(t, 52);
+    await t.query('RELEASE SAVEPOINT b');
+    await t.query('SAVEPOINT c');
+    const dup = await sqlstateOf(() => insert(t, 50));
+    await t.query('ROLLBACK TO SAVEPOINT c'); // the error spares the outer transaction
+    await insert(t, 53);
+    await t.query('COMMIT');
+    return [dup, await committedIds(50, 59)];
+  }), ['23505', [50, 52, 53]]);
   await pool.end();
 }
 

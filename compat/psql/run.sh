@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # psql against the cluster: -c, -f with ON_ERROR_STOP, a multi-statement
-# string, \x, \timing, a multi-host string with target_session_attrs, and
-# errors' SQLSTATEs through :LAST_ERROR_SQLSTATE. Prints COMPAT lines;
-# exits 1 if a feature failed. Env: RESQLITE_HOST, RESQLITE_PORTS,
+# string, \x, \timing, a multi-host string with target_session_attrs,
+# errors' SQLSTATEs through :LAST_ERROR_SQLSTATE, and transaction blocks
+# (BEGIN … COMMIT/ROLLBACK, the failed state, savepoints,
+# ON_ERROR_ROLLBACK). Prints COMPAT lines; exits 1 if a feature failed. Env: RESQLITE_HOST, RESQLITE_PORTS,
 # RESQLITE_LEADER_PORT, RESQLITE_FOLLOWER_PORT, RESQLITE_LEADER_ADDR,
 # RESQLITE_USER, and for libpq PGPASSWORD, PGSSLMODE=verify-full,
 # PGSSLROOTCERT, PGCHANNELBINDING=require (set by server/tests/compat.rs).
@@ -97,11 +98,120 @@ esac
 # Expression columns (count(*), sum(…)) through the simple protocol.
 expect read_expression_types "1|2.5" -F'|' "$LEADER" -c "SELECT count(*), sum(f) FROM ps_items WHERE id = 1"
 
-got=$(psql -X -At "$LEADER" -c "BEGIN" -c '\echo :LAST_ERROR_SQLSTATE' 2>&1)
-case "$got" in
-*"transactions are not supported"*0A000) report explicit_transaction unsupported "BEGIN gets 0A000: $(echo "$got" | head -n 1 | sed 's/^ERROR: *//')" ;;
-*) report explicit_transaction fail "got $(printf %q "$got")" ;;
-esac
+# Transactions from scripts, as psql users write them. Each run's output
+# (command tags, \echo) is compared, then what a new session sees.
+psql -X -q "$LEADER" -c "CREATE TABLE ps_txn (id INTEGER PRIMARY KEY, s TEXT)" >/dev/null 2>&1
+committed() { # lo hi: the ids a new session sees, comma-separated
+    psql -X -At "$LEADER" -c "SELECT id FROM ps_txn WHERE id BETWEEN $1 AND $2 ORDER BY id" 2>&1 | paste -sd,
+}
+script() { # runs stdin as a script on the leader; stdout only (errors go to stderr)
+    psql -X -At "$LEADER" -f - 2>/dev/null
+}
+# txn feature want_output got_output want_committed lo hi
+txn() {
+    local now
+    now=$(committed "$5" "$6")
+    if [ "$3" = "$2" ] && [ "$now" = "$4" ]; then report "$1" pass; else
+        report "$1" fail "output $(printf %q "$3"), want $(printf %q "$2"); committed rows $(printf %q "$now"), want $(printf %q "$4")"
+    fi
+}
+
+# Inside the block another session (\!) sees none of its rows.
+got=$(PS_LEADER=$LEADER script <<'SQL'
+BEGIN;
+INSERT INTO ps_txn VALUES (1, 'a');
+INSERT INTO ps_txn VALUES (2, 'b');
+SELECT count(*) FROM ps_txn;
+\! psql -X -At "$PS_LEADER" -c "SELECT count(*) FROM ps_txn"
+COMMIT;
+SQL
+)
+txn txn_commit "BEGIN
+INSERT 0 1
+INSERT 0 1
+2
+0
+COMMIT" "$got" "1,2" 1 9
+
+got=$(script <<'SQL'
+BEGIN;
+INSERT INTO ps_txn VALUES (10, 'gone');
+ROLLBACK;
+SQL
+)
+txn txn_rollback "BEGIN
+INSERT 0 1
+ROLLBACK" "$got" "" 10 19
+
+# An error aborts the block: the next statement gets 25P02, and COMMIT ends
+# the failed block answering ROLLBACK.
+got=$(script <<'SQL'
+BEGIN;
+INSERT INTO ps_txn VALUES (30, 'gone');
+INSERT INTO ps_txn VALUES (30, 'dup');
+\echo :LAST_ERROR_SQLSTATE
+SELECT 1;
+\echo :LAST_ERROR_SQLSTATE
+COMMIT;
+SQL
+)
+txn txn_error_25P02 "BEGIN
+INSERT 0 1
+23505
+25P02" "$(echo "$got" | head -n 4)" "" 30 39
+txn txn_failed_commit_rollback "ROLLBACK" "$(echo "$got" | tail -n +5)" "" 30 39
+
+got=$(script <<'SQL'
+BEGIN;
+INSERT INTO ps_txn VALUES (50, 'outer');
+SAVEPOINT a;
+INSERT INTO ps_txn VALUES (51, 'rolled back');
+ROLLBACK TO SAVEPOINT a;
+SAVEPOINT b;
+INSERT INTO ps_txn VALUES (52, 'released');
+RELEASE SAVEPOINT b;
+SAVEPOINT c;
+INSERT INTO ps_txn VALUES (50, 'dup');
+ROLLBACK TO SAVEPOINT c;
+INSERT INTO ps_txn VALUES (53, 'after the error');
+COMMIT;
+SQL
+)
+txn txn_savepoint "BEGIN
+INSERT 0 1
+SAVEPOINT
+INSERT 0 1
+ROLLBACK
+SAVEPOINT
+INSERT 0 1
+RELEASE
+SAVEPOINT
+ROLLBACK
+INSERT 0 1
+COMMIT" "$got" "50,52,53" 50 59
+
+# ON_ERROR_ROLLBACK: psql wraps each statement of a block in its own
+# savepoint, so an error does not abort the block.
+got=$(script <<'SQL'
+\set ON_ERROR_ROLLBACK on
+BEGIN;
+INSERT INTO ps_txn VALUES (40, 'kept');
+INSERT INTO ps_txn VALUES (40, 'dup');
+INSERT INTO ps_txn VALUES (41, 'after the error');
+COMMIT;
+SQL
+)
+txn txn_on_error_rollback "BEGIN
+INSERT 0 1
+INSERT 0 1
+COMMIT" "$got" "40,41" 40 49
+
+# Several statements in one -c string are one implicit transaction: an
+# error in the last undoes the first (psql 15+ shows each statement's
+# result up to the error).
+got=$(psql -X -At "$LEADER" -c "INSERT INTO ps_txn VALUES (60, 'gone'); INSERT INTO ps_txn VALUES (60, 'dup')" -c '\echo :LAST_ERROR_SQLSTATE' 2>/dev/null)
+txn multi_statement_atomic "INSERT 0 1
+23505" "$got" "" 60 69
 
 # -f: a script that succeeds, then one that stops at its failing statement.
 got=$(psql -X -q -At "$LEADER" -v ON_ERROR_STOP=1 -f "$HERE/ok.sql" 2>&1)

@@ -1,8 +1,9 @@
 """psycopg2 against the cluster, in its own idiom: conn.autocommit = True,
 %s parameters (interpolated client-side by psycopg2, sent as simple
 queries), typed rows, executemany for a statement run many times, e.pgcode.
-With autocommit off (the default) psycopg2 sends BEGIN before the first
-statement, which ReSQLite refuses with 0A000: asserted."""
+Then its default mode, autocommit off (BEGIN before the first statement):
+commit(), rollback(), the failed state (25P02), SQL savepoints and
+`with conn:` blocks; each checked by what a new connection sees afterwards."""
 
 import psycopg2
 
@@ -115,14 +116,116 @@ r.sqlstate("follower_25006_leader_addr", on_follower, "25006", code_of,
            contains=f"not the leader; leader: {c.leader_addr}")
 
 
-def implicit_transaction():
+# Transactions in psycopg2's default mode (autocommit off: the first
+# statement sends BEGIN), each checked by what a new connection then sees.
+cur.execute("CREATE TABLE py2_txn (id INTEGER PRIMARY KEY, s TEXT)")
+
+
+def committed_ids(lo, hi):
+    """The rows a new autocommit connection sees: only committed ones."""
+    f = connect(c.conninfo(c.leader_port))
+    try:
+        fc = f.cursor()
+        fc.execute("SELECT id FROM py2_txn WHERE id >= %s AND id <= %s ORDER BY id", (lo, hi))
+        return [row[0] for row in fc.fetchall()]
+    finally:
+        f.close()
+
+
+STATUS = {psycopg2.extensions.TRANSACTION_STATUS_IDLE: "IDLE",
+          psycopg2.extensions.TRANSACTION_STATUS_INTRANS: "INTRANS",
+          psycopg2.extensions.TRANSACTION_STATUS_INERROR: "INERROR"}
+
+
+def default_mode(body):
     t = connect(c.conninfo(c.leader_port), autocommit=False)  # the default
     try:
-        t.cursor().execute("INSERT INTO py2_items (id) VALUES (4)")
+        return body(t, t.cursor())
     finally:
         t.close()
 
 
-r.refused("implicit_transaction", implicit_transaction, "0A000", code_of,
-          "autocommit=False (the default) sends BEGIN first, refused with")
+def txn_commit(t, tc):
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (1, "a"))
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (2, "b"))
+    tc.execute("SELECT count(*) FROM py2_txn")
+    inside = (STATUS.get(t.get_transaction_status()), tc.fetchone()[0], committed_ids(1, 9))
+    t.commit()
+    return inside, STATUS.get(t.get_transaction_status()), committed_ids(1, 9)
+
+
+r.check("txn_commit", lambda: default_mode(txn_commit), (("INTRANS", 2, []), "IDLE", [1, 2]))
+
+
+def txn_rollback(t, tc):
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (10, "gone"))
+    t.rollback()
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (11, "kept"))
+    t.commit()
+    return committed_ids(10, 19)
+
+
+r.check("txn_rollback", lambda: default_mode(txn_rollback), [11])
+
+
+def txn_error(t, tc):
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (30, "gone"))
+    try:
+        tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (30, "dup"))
+        first = "no error"
+    except psycopg2.errors.UniqueViolation as e:
+        first = e.pgcode
+    status = STATUS.get(t.get_transaction_status())
+    try:
+        tc.execute("SELECT 1")
+        then = "no error"
+    except psycopg2.errors.InFailedSqlTransaction as e:
+        then = e.pgcode
+    t.rollback()
+    tc.execute("SELECT 1")
+    after = tc.fetchone()[0]
+    t.rollback()
+    return first, status, then, after, committed_ids(30, 39)
+
+
+r.check("txn_error_25P02", lambda: default_mode(txn_error), ("23505", "INERROR", "25P02", 1, []))
+
+
+def txn_savepoint(t, tc):
+    # psycopg2 has no savepoint API: the SQL statements, as applications write them.
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (50, "outer"))
+    tc.execute("SAVEPOINT a")
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (51, "rolled back"))
+    tc.execute("ROLLBACK TO SAVEPOINT a")
+    tc.execute("SAVEPOINT b")
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (52, "released"))
+    tc.execute("RELEASE SAVEPOINT b")
+    tc.execute("SAVEPOINT c")
+    try:
+        tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (50, "dup"))
+    except psycopg2.errors.UniqueViolation:
+        tc.execute("ROLLBACK TO SAVEPOINT c")  # the error spares the outer transaction
+    tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (53, "after the error"))
+    t.commit()
+    return committed_ids(50, 59)
+
+
+r.check("txn_savepoint", lambda: default_mode(txn_savepoint), [50, 52, 53])
+
+
+def txn_block(t, tc):
+    # `with conn:` commits at the end of the block, rolls back on an exception
+    # (and leaves the connection open).
+    with t:
+        tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (40, "committed at exit"))
+    try:
+        with t:
+            tc.execute("INSERT INTO py2_txn (id, s) VALUES (%s, %s)", (41, "rolled back"))
+            raise KeyError("rolls the block back")
+    except KeyError:
+        pass
+    return committed_ids(40, 49)
+
+
+r.check("txn_context_block", lambda: default_mode(txn_block), [40])
 r.exit()

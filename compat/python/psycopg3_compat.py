@@ -1,7 +1,10 @@
 """psycopg 3 against the cluster, in its own idiom: autocommit connections,
 %s parameters (sent bound, server-side), typed rows, prepare=True for a
-statement run many times, e.sqlstate. With autocommit off psycopg opens an
-implicit transaction (BEGIN), which ReSQLite refuses with 0A000: asserted."""
+statement run many times, e.sqlstate. Then its default mode, autocommit off
+(the first statement sends BEGIN): commit(), rollback(), the failed state
+(25P02), conn.transaction() blocks and nested ones (savepoints), and
+SQLAlchemy Core's engine.begin() over it; each checked by what a new
+connection sees afterwards."""
 
 import psycopg
 
@@ -100,19 +103,166 @@ r.sqlstate("follower_25006_leader_addr", on_follower, "25006", code_of,
            contains=f"not the leader; leader: {c.leader_addr}")
 
 
-def implicit_transaction():
-    with psycopg.connect(c.conninfo(c.leader_port)) as t:  # autocommit off: the default
-        t.execute("INSERT INTO py3_items (id) VALUES (4)")
+
+# Transactions in psycopg's default mode (autocommit off: the first statement
+# sends BEGIN), each checked by what a new connection then sees.
+db.execute("CREATE TABLE py3_txn (id INTEGER PRIMARY KEY, s TEXT)")
 
 
-r.refused("implicit_transaction", implicit_transaction, "0A000", code_of,
-          "autocommit=False (the default) sends BEGIN first, refused with")
+def committed_ids(lo, hi):
+    """The rows a new autocommit connection sees: only committed ones."""
+    with psycopg.connect(c.conninfo(c.leader_port), autocommit=True) as f:
+        return [row[0] for row in f.execute(
+            "SELECT id FROM py3_txn WHERE id >= %s AND id <= %s ORDER BY id", (lo, hi))]
 
 
-def explicit_transaction():
-    with db.transaction():
-        db.execute("INSERT INTO py3_items (id) VALUES (5)")
+def default_mode():
+    return psycopg.connect(c.conninfo(c.leader_port))  # autocommit=False: the default
 
 
-r.refused("explicit_transaction", explicit_transaction, "0A000", code_of, "conn.transaction() sends BEGIN, refused with")
+def txn_commit():
+    with default_mode() as t:
+        t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (1, "a"))
+        t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (2, "b"))
+        inside = (t.info.transaction_status.name, t.execute("SELECT count(*) FROM py3_txn").fetchone()[0],
+                  committed_ids(1, 9))
+        t.commit()
+        return inside, t.info.transaction_status.name, committed_ids(1, 9)
+
+
+# Inside: the status is INTRANS, the transaction sees its own rows, nobody
+# else does; after commit() everybody does.
+r.check("txn_commit", txn_commit, (("INTRANS", 2, []), "IDLE", [1, 2]))
+
+
+def txn_rollback():
+    with default_mode() as t:
+        t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (10, "gone"))
+        t.rollback()
+        t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (11, "kept"))
+        t.commit()
+    return committed_ids(10, 19)
+
+
+r.check("txn_rollback", txn_rollback, [11])
+
+
+def txn_error():
+    with default_mode() as t:
+        t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (30, "gone"))
+        try:
+            t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (30, "dup"))
+            first = "no error"
+        except psycopg.errors.UniqueViolation as e:
+            first = e.sqlstate
+        status = t.info.transaction_status.name
+        try:
+            t.execute("SELECT 1")
+            then = "no error"
+        except psycopg.errors.InFailedSqlTransaction as e:
+            then = e.sqlstate
+        t.rollback()
+        after = t.execute("SELECT 1").fetchone()[0]
+        t.rollback()
+    return first, status, then, after, committed_ids(30, 39)
+
+
+r.check("txn_error_25P02", txn_error, ("23505", "INERROR", "25P02", 1, []))
+
+
+def txn_savepoint():
+    with default_mode() as t:
+        with t.transaction():  # BEGIN … COMMIT
+            t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (50, "outer"))
+            with t.transaction():  # SAVEPOINT … ROLLBACK TO SAVEPOINT; RELEASE
+                t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (51, "rolled back"))
+                raise psycopg.Rollback()
+            with t.transaction():  # SAVEPOINT … RELEASE
+                t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (52, "released"))
+            try:
+                with t.transaction():  # an error inside a savepoint spares the outer block
+                    t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (50, "dup"))
+            except psycopg.errors.UniqueViolation:
+                pass
+            t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (53, "after the error"))
+    return committed_ids(50, 59)
+
+
+r.check("txn_savepoint", txn_savepoint, [50, 52, 53])
+
+
+def txn_block():
+    with default_mode() as t:
+        with t.transaction():
+            t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (40, "committed at exit"))
+        try:
+            with t.transaction():
+                t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (41, "rolled back"))
+                raise KeyError("rolls the block back")
+        except KeyError:
+            pass
+    return committed_ids(40, 49)
+
+
+r.check("txn_context_block", txn_block, [40])
+
+
+def txn_rollback_prepared():
+    # psycopg prepares a query on its 5th execution (prepare_threshold); on
+    # rollback it then forgets its prepared statements and sends DEALLOCATE
+    # ALL after the ROLLBACK.
+    with default_mode() as t:
+        for i in range(20, 30):
+            t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (i, "gone"))
+        t.rollback()
+        t.execute("INSERT INTO py3_txn (id, s) VALUES (%s, %s)", (29, "kept"))
+        t.commit()
+    return committed_ids(20, 29)
+
+
+r.check("txn_rollback_prepared", txn_rollback_prepared, [29])
+
+
+# SQLAlchemy Core over psycopg 3: engine.begin() commits at the end of the
+# block and rolls back on an exception. The dialect asks the server a few
+# catalog questions at its first connect.
+CONNECT_PROBES = ("pg_catalog.version()", "current_schema()", "pg_type")
+
+
+def sqlalchemy_engine_begin():
+    import sqlalchemy as sa
+
+    url = sa.engine.URL.create("postgresql+psycopg", username=c.user, host=c.host,
+                               port=int(c.leader_port), database=c.user)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO py3_txn (id, s) VALUES (:id, :s)"),
+                         [{"id": 60, "s": "a"}, {"id": 61, "s": "b"}])
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("INSERT INTO py3_txn (id, s) VALUES (62, 'rolled back')"))
+                raise KeyError("rolls the block back")
+        except KeyError:
+            pass
+    finally:
+        engine.dispose()
+    return committed_ids(60, 69)
+
+
+try:
+    got = sqlalchemy_engine_begin()
+    if got == [60, 61]:
+        r.line("sqlalchemy_engine_begin", "pass")
+    else:
+        r.line("sqlalchemy_engine_begin", "fail", f"got {got!r}, want [60, 61]")
+except Exception as e:  # noqa: BLE001
+    stmt = " ".join(str(getattr(e, "statement", "") or "").split())
+    orig = getattr(e, "orig", None)
+    why = f"{code_of(orig)} {str(orig).splitlines()[0] if orig else e}"
+    if any(p in stmt for p in CONNECT_PROBES):
+        r.line("sqlalchemy_engine_begin", "unsupported",
+               f"the dialect's first-connect query `{stmt}` needs pg_catalog, not emulated yet: {why}")
+    else:
+        r.line("sqlalchemy_engine_begin", "fail", f"{type(e).__name__}: {stmt}: {why}".replace("\n", " "))
 r.exit()

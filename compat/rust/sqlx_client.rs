@@ -1,8 +1,10 @@
 //! sqlx (postgres, runtime-tokio, TLS through rustls, no macros) against
 //! the cluster, in its own idiom: a `PgPool`, `query(..).bind(..)`, typed
 //! `Row::try_get`, the statement cache for repeated queries,
-//! `DatabaseError::code()`. It logs in with SCRAM-SHA-256 over TLS with
-//! `PgSslMode::VerifyFull` against the cluster's CA.
+//! `DatabaseError::code()`, and `Pool::begin()` (commit, rollback, rollback
+//! on drop, `begin()` on a transaction as a savepoint). It logs in with
+//! SCRAM-SHA-256 over TLS with `PgSslMode::VerifyFull` against the
+//! cluster's CA.
 //! Compiled into `server/tests/compat.rs`; returns the `COMPAT` lines.
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
@@ -244,24 +246,131 @@ pub async fn run(t: &Target) -> Vec<String> {
         }
     }
 
-    // Explicit transactions are refused today (docs/sql.md).
-    match pool.begin().await {
-        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("0A000") => r.line(
-            "explicit_transaction",
-            "unsupported",
-            format!("Pool::begin() gets 0A000: {}", d.message()),
-        ),
-        Err(e) => r.line(
-            "explicit_transaction",
-            "fail",
-            format!("unexpected error: {e}"),
-        ),
-        Ok(_) => r.line(
-            "explicit_transaction",
-            "fail",
-            "BEGIN was accepted: update the suite and docs",
-        ),
+    // Transactions through the driver's API: Pool::begin() sends BEGIN,
+    // commit()/rollback() end it, dropping it rolls back, and begin() on a
+    // transaction is a savepoint. Each is checked by what a new connection
+    // sees afterwards.
+    if let Err(e) = pool
+        .execute("CREATE TABLE sx_txn (id INTEGER PRIMARY KEY, s TEXT)")
+        .await
+    {
+        r.line("txn_commit", "fail", format!("CREATE TABLE sx_txn: {e}"));
     }
+    let fresh = |lo: i64, hi: i64| committed_ids(t, lo, hi);
+
+    let commit = async {
+        let mut tx = pool.begin().await?;
+        insert(&mut tx, 1).await?;
+        insert(&mut tx, 2).await?;
+        let own: i64 = sqlx::query_scalar("SELECT count(*) FROM sx_txn")
+            .fetch_one(&mut *tx)
+            .await?;
+        let others = fresh(1, 9).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((own, others, fresh(1, 9).await?))
+    }
+    .await;
+    r.check("txn_commit", commit, (2, vec![], vec![1, 2]));
+
+    let rollback = async {
+        let mut tx = pool.begin().await?;
+        insert(&mut tx, 10).await?;
+        tx.rollback().await?;
+        fresh(10, 19).await
+    }
+    .await;
+    r.check("txn_rollback", rollback, vec![]);
+
+    // Dropping a Transaction queues a ROLLBACK on its connection, sent when
+    // the pool takes the connection back. The same id is then written from
+    // a new connection: it must be free (not committed) and not locked.
+    let on_drop = async {
+        let mut tx = pool.begin().await?;
+        insert(&mut tx, 20).await?;
+        drop(tx);
+        let mut other = PgConnection::connect_with(&options(t, t.leader_port)).await?;
+        sqlx::query("INSERT INTO sx_txn (id, s) VALUES (20, 'from another connection')")
+            .execute(&mut other)
+            .await?;
+        let s: String = sqlx::query_scalar("SELECT s FROM sx_txn WHERE id = 20")
+            .fetch_one(&pool)
+            .await?;
+        Ok::<_, sqlx::Error>((s, fresh(20, 29).await?))
+    }
+    .await;
+    r.check(
+        "txn_rollback_on_drop",
+        on_drop,
+        ("from another connection".to_string(), vec![20]),
+    );
+
+    let failed = async {
+        let mut tx = pool.begin().await?;
+        insert(&mut tx, 30).await?;
+        let first = sqlstate_of(insert(&mut tx, 30).await);
+        let then = sqlstate_of(sqlx::query("SELECT 1").execute(&mut *tx).await);
+        tx.rollback().await?;
+        Ok::<_, sqlx::Error>((first, then, fresh(30, 39).await?))
+    }
+    .await;
+    r.check(
+        "txn_error_25P02",
+        failed,
+        ("23505".to_string(), "25P02".to_string(), vec![]),
+    );
+
+    let savepoints = async {
+        let mut tx = pool.begin().await?;
+        insert(&mut tx, 50).await?;
+        let mut sp = tx.begin().await?; // SAVEPOINT _sqlx_savepoint_1
+        insert(&mut sp, 51).await?;
+        sp.rollback().await?;
+        let mut sp = tx.begin().await?;
+        insert(&mut sp, 52).await?;
+        sp.commit().await?; // RELEASE SAVEPOINT
+        let mut sp = tx.begin().await?;
+        let dup = sqlstate_of(insert(&mut sp, 50).await);
+        sp.rollback().await?; // the error spares the outer transaction
+        insert(&mut tx, 53).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((dup, fresh(50, 59).await?))
+    }
+    .await;
+    r.check(
+        "txn_savepoint",
+        savepoints,
+        ("23505".to_string(), vec![50, 52, 53]),
+    );
     pool.close().await;
     r.0
+}
+
+async fn insert(c: &mut PgConnection, id: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query("INSERT INTO sx_txn (id, s) VALUES ($1, $2)")
+        .bind(id)
+        .bind(format!("row {id}"))
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected())
+}
+
+/// The ids in `lo..=hi` a new connection sees: the committed ones.
+async fn committed_ids(t: &Target, lo: i64, hi: i64) -> Result<Vec<i64>, sqlx::Error> {
+    let mut f = PgConnection::connect_with(&options(t, t.leader_port)).await?;
+    let ids = sqlx::query_scalar("SELECT id FROM sx_txn WHERE id BETWEEN $1 AND $2 ORDER BY id")
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&mut f)
+        .await?;
+    f.close().await?;
+    Ok(ids)
+}
+
+/// The SQLSTATE of a server error, or what happened instead.
+fn sqlstate_of<T>(got: Result<T, sqlx::Error>) -> String {
+    match got {
+        Ok(_) => "no error".to_string(),
+        Err(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()).unwrap_or_default(),
+        Err(e) => format!("not a server error: {e}"),
+    }
 }

@@ -1,8 +1,10 @@
 //! tokio-postgres against the cluster, in its own idiom: a multi-host
 //! `Config` with `target_session_attrs=read-write`, `prepare` once and
-//! `execute` many times, typed `Row::get`, `DbError::code()`. It logs in
-//! with SCRAM-SHA-256 (`channel_binding=require`) over TLS from
-//! `tokio-postgres-rustls`, trusting only the cluster's CA.
+//! `execute` many times, typed `Row::get`, `DbError::code()`, and
+//! `Client::transaction()` (commit, rollback, rollback on drop, nested
+//! transactions as savepoints). It logs in with SCRAM-SHA-256
+//! (`channel_binding=require`) over TLS from `tokio-postgres-rustls`,
+//! trusting only the cluster's CA.
 //! Compiled into `server/tests/compat.rs`; returns the `COMPAT` lines.
 
 use std::path::Path;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use tokio_postgres::{Client, Error};
+use tokio_postgres::{Client, Error, GenericClient};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::Target;
@@ -276,6 +278,29 @@ pub async fn run(t: &Target) -> Vec<String> {
         },
     }
 
+    // tokio-postgres binds with the parameter types the server infers (from
+    // the statement's Describe): an i64 compared with an INTEGER column
+    // through BETWEEN or IN must be inferred as int8, as with `=`.
+    let between_in = async {
+        let a: i64 = db
+            .query_one(
+                "SELECT count(*) FROM tp_items WHERE id BETWEEN $1 AND $2",
+                &[&100i64, &109i64],
+            )
+            .await?
+            .get(0);
+        let b: i64 = db
+            .query_one(
+                "SELECT count(*) FROM tp_items WHERE id IN ($1, $2)",
+                &[&100i64, &101i64],
+            )
+            .await?
+            .get(0);
+        Ok::<_, Error>((a, b))
+    }
+    .await;
+    r.check("param_types_between_in", between_in, (10, 2));
+
     // A long read, cancelled from the side with the connection's CancelToken.
     let token = db.cancel_token();
     let cancel_tls = tls.clone();
@@ -301,26 +326,119 @@ pub async fn run(t: &Target) -> Vec<String> {
         ),
     }
 
-    // Explicit transactions are refused today (docs/sql.md): the driver's
-    // transaction API gets the clear 0A000.
+    // Transactions through the driver's API: Client::transaction() sends
+    // BEGIN, commit()/rollback() end it, dropping it rolls back, and a
+    // transaction() inside one is a savepoint. Each is checked by what a
+    // new connection sees afterwards.
     let mut db = db;
-    match db.transaction().await {
-        Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "0A000") => r.0.push(format!(
-            "COMPAT {C} explicit_transaction unsupported Client::transaction() gets 0A000: {}",
-            e.as_db_error()
-                .map(|d| d.message().to_string())
-                .unwrap_or_default()
-        )),
-        Err(e) => r.line(
-            "explicit_transaction",
-            false,
-            format!("unexpected error: {e}"),
-        ),
-        Ok(_) => r.line(
-            "explicit_transaction",
-            false,
-            "BEGIN was accepted: update the suite and docs",
-        ),
+    if let Err(e) = db
+        .batch_execute("CREATE TABLE tp_txn (id INTEGER PRIMARY KEY, s TEXT)")
+        .await
+    {
+        r.line("txn_commit", false, format!("CREATE TABLE tp_txn: {e}"));
     }
+    let fresh = |lo: i64, hi: i64| committed_ids(&direct, &tls, lo, hi);
+
+    let commit = async {
+        let tx = db.transaction().await?;
+        insert(&tx, 1).await?;
+        insert(&tx, 2).await?;
+        let own: i64 = tx
+            .query_one("SELECT count(*) FROM tp_txn", &[])
+            .await?
+            .get(0);
+        let others = fresh(1, 9).await?;
+        tx.commit().await?;
+        Ok::<_, Error>((own, others, fresh(1, 9).await?))
+    }
+    .await;
+    r.check("txn_commit", commit, (2, vec![], vec![1, 2]));
+
+    let rollback = async {
+        let tx = db.transaction().await?;
+        insert(&tx, 10).await?;
+        tx.rollback().await?;
+        let tx = db.transaction().await?;
+        insert(&tx, 11).await?;
+        drop(tx); // Transaction's Drop sends ROLLBACK
+        insert(&db, 12).await?;
+        fresh(10, 19).await
+    }
+    .await;
+    r.check("txn_rollback", rollback, vec![12]);
+
+    let failed = async {
+        let tx = db.transaction().await?;
+        insert(&tx, 30).await?;
+        let first = sqlstate_of(insert(&tx, 30).await);
+        let then = sqlstate_of(tx.execute("SELECT 1", &[]).await);
+        tx.rollback().await?;
+        Ok::<_, Error>((first, then, fresh(30, 39).await?))
+    }
+    .await;
+    r.check(
+        "txn_error_25P02",
+        failed,
+        ("23505".to_string(), "25P02".to_string(), vec![]),
+    );
+
+    let savepoints = async {
+        let mut tx = db.transaction().await?;
+        insert(&tx, 50).await?;
+        let sp = tx.transaction().await?; // SAVEPOINT sp_1
+        insert(&sp, 51).await?;
+        sp.rollback().await?;
+        let sp = tx.transaction().await?;
+        insert(&sp, 52).await?;
+        sp.commit().await?; // RELEASE
+        let sp = tx.transaction().await?;
+        let dup = sqlstate_of(insert(&sp, 50).await);
+        drop(sp); // ROLLBACK TO: the error spares the outer transaction
+        insert(&tx, 53).await?;
+        tx.commit().await?;
+        Ok::<_, Error>((dup, fresh(50, 59).await?))
+    }
+    .await;
+    r.check(
+        "txn_savepoint",
+        savepoints,
+        ("23505".to_string(), vec![50, 52, 53]),
+    );
     r.0
+}
+
+async fn insert(c: &impl GenericClient, id: i64) -> Result<u64, Error> {
+    c.execute(
+        "INSERT INTO tp_txn (id, s) VALUES ($1, $2)",
+        &[&id, &format!("row {id}")],
+    )
+    .await
+}
+
+/// The ids in `lo..=hi` a new connection sees: the committed ones.
+async fn committed_ids(
+    conninfo: &str,
+    tls: &MakeRustlsConnect,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<i64>, Error> {
+    let f = connect(conninfo, tls).await?;
+    let rows = f
+        .query(
+            "SELECT id FROM tp_txn WHERE id >= $1 AND id <= $2 ORDER BY id",
+            &[&lo, &hi],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The SQLSTATE of a server error, or what happened instead.
+fn sqlstate_of<T>(got: Result<T, Error>) -> String {
+    match got {
+        Ok(_) => "no error".to_string(),
+        Err(e) => match e.as_db_error() {
+            Some(d) => d.code().code().to_string(),
+            None => format!("not a server error: {e}"),
+        },
+    }
 }
