@@ -55,23 +55,7 @@ struct KnownIssue {
     affects: &'static [(&'static str, &'static str)],
 }
 
-const KNOWN_ISSUES: &[KnownIssue] = &[
-    KnownIssue {
-        bug: "`DEALLOCATE ALL` is refused with 0A000 (`statement not supported by ReSQLite: \
-          DEALLOCATE ALL`); PostgreSQL accepts it. psycopg 3 sends it on its own after \
-          a ROLLBACK (and after DROP, ALTER) once it has prepared a statement, which it \
-          does on a query's 5th execution and at once in `executemany()`: \
-          `conn.rollback()` then raises although the ROLLBACK itself succeeded",
-        affects: &[("psycopg3", "txn_rollback_prepared")],
-    },
-    KnownIssue {
-        bug: "a parameter compared with a column through `BETWEEN` or `IN (…)` is described \
-          as text (OID 25), not as the column's type (`id = $1` gives int8): \
-          tokio-postgres, which binds with the server's types, then refuses an i64 \
-          (`error serializing parameter 0`)",
-        affects: &[("tokio-postgres", "param_types_between_in")],
-    },
-];
+const KNOWN_ISSUES: &[KnownIssue] = &[];
 
 fn known_issue(client: &str, feature: &str) -> Option<&'static str> {
     KNOWN_ISSUES

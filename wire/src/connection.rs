@@ -21,7 +21,7 @@ use crate::block::{in_failed_block, Block};
 use crate::client::Conn;
 use crate::codec::{statement_too_large, Inbound, WireCodec};
 use crate::errors::{error_info, protocol_violation};
-use crate::executor::{Executor, SqlError, Value};
+use crate::executor::{Executor, Outcome, SqlError, Value};
 use crate::extended::{Portal, Prepared};
 use crate::interrupt::Interrupts;
 use crate::large_statement::{statement_bytes, LargeStatements, LARGE_STATEMENT_BYTES};
@@ -311,6 +311,8 @@ impl<E: Executor> Connection<E> {
             return Err(in_failed_block().into());
         }
         let reply = match command {
+            Some(session::Command::Deallocate { name }) => Reply::Done(self.deallocate(name)?),
+            Some(session::Command::Discard { what }) => Reply::Done(self.discard(what)?),
             Some(command) => {
                 let role = self.executor.role();
                 let block_read_only = self.block_read_only();
@@ -355,8 +357,60 @@ impl<E: Executor> Connection<E> {
         Ok(reply.into())
     }
 
+    /// `DEALLOCATE name` / `DEALLOCATE ALL`: drops named prepared
+    /// statements (the unnamed one is not PostgreSQL's to deallocate).
+    fn deallocate(&mut self, name: &Option<String>) -> Result<Outcome, SqlError> {
+        match name {
+            Some(name) => {
+                let closed = self.statements.remove(name).ok_or_else(|| {
+                    SqlError::new(
+                        "26000",
+                        format!("prepared statement \"{name}\" does not exist"),
+                    )
+                })?;
+                self.prepared_bytes -= closed.sql.len();
+                Ok(tag_only("DEALLOCATE"))
+            }
+            None => {
+                self.statements.retain(|name, _| name.is_empty());
+                self.prepared_bytes = self.statements.values().map(|s| s.sql.len()).sum();
+                Ok(tag_only("DEALLOCATE ALL"))
+            }
+        }
+    }
+
+    /// `DISCARD …`. `ALL` is `RESET ALL` and `DEALLOCATE ALL` with the
+    /// portals closed, outside a transaction block only; the others have
+    /// nothing to discard here (no plan cache, sequences or temporary
+    /// objects are kept per session).
+    fn discard(&mut self, what: &str) -> Result<Outcome, SqlError> {
+        if what == "ALL" {
+            if self.block.is_some() {
+                return Err(SqlError::new(
+                    "25001",
+                    "DISCARD ALL cannot run inside a transaction block",
+                ));
+            }
+            let role = self.executor.role();
+            self.settings
+                .run(&session::Command::Reset { name: None }, &role, None)?;
+            self.deallocate(&None)?;
+            self.portals.clear();
+        }
+        Ok(tag_only(&format!("DISCARD {what}")))
+    }
+
     /// Watches the next statement for a cancel, its timeout and a hangup.
     pub(crate) async fn interrupts(&self) -> Interrupts {
         Interrupts::start(self.cancel.as_deref(), self.settings.statement_timeout()).await
+    }
+}
+
+/// An outcome that is only a command tag.
+fn tag_only(tag: &str) -> Outcome {
+    Outcome {
+        tag: tag.to_string(),
+        columns: Vec::new(),
+        rows: Vec::new(),
     }
 }

@@ -32,7 +32,7 @@ use crate::types::{data_row, decode_param, formats, row_description, type_oid, F
 /// A parsed statement.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    sql: String,
+    pub(crate) sql: String,
     kind: Kind,
     /// One OID per parameter: the client's where it gave one, else the
     /// executor's.

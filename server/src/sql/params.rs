@@ -125,7 +125,53 @@ fn use_of(tokens: &[Token], i: usize) -> Option<Use> {
             return Some(Use::Column(w.to_string()));
         }
     }
-    None
+    between_bound(tokens, i).or_else(|| in_list_item(tokens, i))
+}
+
+/// The column before `at` (the token just left of an operator keyword),
+/// skipping a `NOT` (`col NOT BETWEEN`, `col NOT IN`).
+fn column_before(tokens: &[Token], at: usize) -> Option<Use> {
+    let at = match tokens.get(at).and_then(keyword) {
+        Some(Keyword::NOT) => at.checked_sub(1)?,
+        _ => at,
+    };
+    word(tokens.get(at)?).map(|w| Use::Column(w.to_string()))
+}
+
+/// `col [NOT] BETWEEN $a AND $b`: both bounds take the column's type.
+fn between_bound(tokens: &[Token], i: usize) -> Option<Use> {
+    let before = i.checked_sub(1)?;
+    match keyword(&tokens[before]) {
+        Some(Keyword::BETWEEN) => column_before(tokens, before.checked_sub(1)?),
+        Some(Keyword::AND)
+            if before >= 3 && keyword(&tokens[before - 2]) == Some(Keyword::BETWEEN) =>
+        {
+            column_before(tokens, before - 3)
+        }
+        _ => None,
+    }
+}
+
+/// `col [NOT] IN (…, $n, …)` with a list of parameters and literals: each
+/// takes the column's type.
+fn in_list_item(tokens: &[Token], i: usize) -> Option<Use> {
+    let mut j = i;
+    loop {
+        j = j.checked_sub(1)?;
+        match &tokens[j] {
+            Token::LParen => break,
+            Token::Comma
+            | Token::Placeholder(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_) => {}
+            _ => return None,
+        }
+    }
+    let in_at = j.checked_sub(1)?;
+    if keyword(&tokens[in_at]) != Some(Keyword::IN) {
+        return None;
+    }
+    column_before(tokens, in_at.checked_sub(1)?)
 }
 
 /// Tables after FROM, JOIN, INTO, UPDATE and TABLE (the last part of a
@@ -238,6 +284,25 @@ mod tests {
         );
         let t = infer_param_types("UPDATE t SET v = $2, b = $3 WHERE k = $1", 3, schema);
         assert_eq!(t, vec![PgType::Int8, PgType::Text, PgType::Bytea]);
+    }
+
+    #[test]
+    fn between_bounds_and_in_lists_take_the_column_type() {
+        let t = infer_param_types(
+            "SELECT v FROM t WHERE k BETWEEN $1 AND $2 AND f NOT BETWEEN $3 AND 9",
+            3,
+            schema,
+        );
+        assert_eq!(t, vec![PgType::Int8, PgType::Int8, PgType::Float8]);
+        let t = infer_param_types(
+            "SELECT v FROM t WHERE k IN ($1, 2, $2) OR f NOT IN ($3)",
+            3,
+            schema,
+        );
+        assert_eq!(t, vec![PgType::Int8, PgType::Int8, PgType::Float8]);
+        // A function's arguments are not an IN list.
+        let t = infer_param_types("SELECT v FROM t WHERE k IN (abs($1))", 1, schema);
+        assert_eq!(t, vec![PgType::Text]);
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub(crate) enum Command {
     /// `BEGIN`, `COMMIT`, savepoints, `SET TRANSACTION` …: carried out by
     /// the connection, which keeps the transaction block.
     Transaction(Control),
+    /// `DEALLOCATE [PREPARE] name`, or `DEALLOCATE ALL` (name None): drops
+    /// prepared statements (the protocol's named ones share the namespace,
+    /// as in PostgreSQL; drivers such as psycopg send this after a
+    /// rollback). Carried out by the connection.
+    Deallocate { name: Option<String> },
+    /// `DISCARD ALL | PLANS | SEQUENCES | TEMP`, the word kept for the tag.
+    /// `ALL` resets the session (what poolers send between clients).
+    Discard { what: String },
 }
 
 impl Command {
@@ -53,6 +61,8 @@ pub(crate) fn parse(sql: &str) -> Option<Result<Command, SqlError>> {
         "set" => parse_set(&mut tokens),
         "reset" => parse_reset(&mut tokens),
         "show" => parse_show(&mut tokens),
+        "deallocate" => parse_deallocate(&mut tokens),
+        "discard" => parse_discard(&mut tokens),
         other => parse_control(other, &mut tokens)?.map(Command::Transaction),
     };
     Some(command.map_err(|why| {
@@ -132,6 +142,30 @@ fn parse_values(tokens: &mut Tokens<'_>) -> Result<Option<String>, String> {
             Some(_) => return Err("unexpected text after the value".into()),
         }
     }
+}
+
+fn parse_deallocate(tokens: &mut Tokens<'_>) -> Result<Command, String> {
+    let mut name = tokens.expect_name()?;
+    if name == "prepare" && tokens.peek_is_name()? {
+        name = tokens.expect_name()?;
+    }
+    tokens.expect_end()?;
+    Ok(Command::Deallocate {
+        name: (name != "all").then_some(name),
+    })
+}
+
+fn parse_discard(tokens: &mut Tokens<'_>) -> Result<Command, String> {
+    let what = tokens.expect_name()?;
+    let what = match what.as_str() {
+        "all" | "plans" | "sequences" => what,
+        "temp" | "temporary" => "temp".to_string(),
+        other => return Err(format!("unrecognized DISCARD target \"{other}\"")),
+    };
+    tokens.expect_end()?;
+    Ok(Command::Discard {
+        what: what.to_ascii_uppercase(),
+    })
 }
 
 fn parse_reset(tokens: &mut Tokens<'_>) -> Result<Command, String> {

@@ -188,7 +188,7 @@ impl Settings {
                     rows: vec![vec![Value::Text(value)]],
                 }
             }
-            Command::Transaction(_) => {
+            Command::Transaction(_) | Command::Deallocate { .. } | Command::Discard { .. } => {
                 return Err(internal(
                     "a transaction statement reached the session settings; the connection \
                      carries those out",

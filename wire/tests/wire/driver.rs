@@ -435,3 +435,43 @@ async fn a_panic_outside_a_statement_closes_that_connection_only() {
         1
     );
 }
+
+#[tokio::test]
+async fn deallocate_and_discard_drop_prepared_statements_and_settings() {
+    let (_fake, addr) = server().await;
+    let client = connect(addr).await;
+    let kept = client.prepare("SELECT 1").await.unwrap();
+    let dropped = client.prepare("SELECT 1").await.unwrap();
+    client.query(&kept, &[]).await.unwrap();
+
+    // psycopg sends this after a ROLLBACK: every named statement goes.
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = client.query(&dropped, &[]).await.unwrap_err();
+    assert_eq!(db_code(&err), SqlState::INVALID_SQL_STATEMENT_NAME, "{err}");
+    // tokio-postgres names its statements s0, s1, …
+    let err = client.batch_execute("DEALLOCATE s0").await.unwrap_err();
+    assert_eq!(db_code(&err), SqlState::INVALID_SQL_STATEMENT_NAME, "{err}");
+    let again = client.prepare("SELECT 1").await.unwrap();
+    client.batch_execute("DEALLOCATE PREPARE s2").await.unwrap();
+    assert!(client.query(&again, &[]).await.is_err());
+
+    // DISCARD ALL resets the session, outside a transaction block only.
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    let messages = client.simple_query("DISCARD ALL").await.unwrap();
+    assert!(matches!(
+        messages.last(),
+        Some(SimpleQueryMessage::CommandComplete(0))
+    ));
+    let shown = client.simple_query("SHOW statement_timeout").await.unwrap();
+    assert_eq!(simple_rows(&shown), vec![vec![Some("0".to_string())]]);
+    client.batch_execute("BEGIN").await.unwrap();
+    let err = client.batch_execute("DISCARD ALL").await.unwrap_err();
+    assert_eq!(db_code(&err), SqlState::ACTIVE_SQL_TRANSACTION, "{err}");
+    client
+        .batch_execute("ROLLBACK; DISCARD PLANS")
+        .await
+        .unwrap();
+}
