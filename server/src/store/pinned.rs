@@ -15,6 +15,7 @@ use resqlite_wire::SqlError;
 use rusqlite::InterruptHandle;
 use tokio::sync::oneshot;
 
+use super::db_file::DbGeneration;
 use super::read_pool::{Answer, InterruptOnDrop};
 use crate::sql::sqlstate;
 
@@ -23,6 +24,14 @@ pub(crate) trait PinnedState: Send + 'static {
     /// The handle that interrupts the connection's running statement, if
     /// it has a connection now.
     fn interrupt_handle(&self) -> Option<InterruptHandle>;
+
+    /// The database file generation the connection follows, if each job
+    /// must hold the file in place while it runs (see [`DbGeneration`]).
+    fn generation(&self) -> Option<DbGeneration>;
+
+    /// Called at the start of each job with the generation it holds (the
+    /// connection must be on it; the lock is not taken again meanwhile).
+    fn enter(&mut self, _generation: u64) {}
 }
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
@@ -79,6 +88,11 @@ impl<S: PinnedState> Pinned<S> {
         let sent = self.send(move |state: &mut S| {
             if tx.is_closed() {
                 return;
+            }
+            let generation = state.generation();
+            let held = generation.as_ref().map(DbGeneration::hold);
+            if let Some(held) = &held {
+                state.enter(**held);
             }
             if let Ok(mut slot) = running.lock() {
                 *slot = state.interrupt_handle();

@@ -39,12 +39,22 @@ struct Shared {
 struct State {
     path: PathBuf,
     generation: DbGeneration,
+    /// The generation the running job holds.
+    held_generation: u64,
     conn: Option<(u64, Connection)>,
     /// The transaction's id, for `resqlite_txid()`.
     txid: TxidCell,
 }
 
 impl PinnedState for State {
+    fn generation(&self) -> Option<DbGeneration> {
+        Some(self.generation.clone())
+    }
+
+    fn enter(&mut self, generation: u64) {
+        self.held_generation = generation;
+    }
+
     fn interrupt_handle(&self) -> Option<InterruptHandle> {
         self.conn.as_ref().map(|(_, c)| c.get_interrupt_handle())
     }
@@ -52,7 +62,7 @@ impl PinnedState for State {
 
 impl State {
     fn connection(&mut self) -> Result<&Connection, SqlError> {
-        let current = self.generation.current();
+        let current = self.held_generation;
         if self.conn.as_ref().is_some_and(|(g, _)| *g != current) {
             self.conn = None;
         }
@@ -110,6 +120,7 @@ impl SnapshotReaders {
                 let state = State {
                     path: self.0.path.clone(),
                     generation: self.0.generation.clone(),
+                    held_generation: 0,
                     conn: None,
                     txid: TxidCell::default(),
                 };

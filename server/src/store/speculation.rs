@@ -79,6 +79,14 @@ struct Open {
 }
 
 impl PinnedState for State {
+    /// None: the write token keeps the speculation off the file while a
+    /// restore replaces it (the restore takes the apply thread's turn
+    /// first, which makes the speculation roll back and wait), and a job
+    /// holding the file while it waits for the token would deadlock it.
+    fn generation(&self) -> Option<DbGeneration> {
+        None
+    }
+
     fn interrupt_handle(&self) -> Option<InterruptHandle> {
         self.conn.as_ref().map(|(_, c, _)| c.get_interrupt_handle())
     }
