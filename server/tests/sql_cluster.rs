@@ -20,10 +20,7 @@ fn sqlstate(e: &tokio_postgres::Error) -> String {
 }
 
 async fn rows_everywhere(c: &SqlCluster, sql: &str) -> Vec<Vec<String>> {
-    let leader = c.wait_for_leader(ELECTION).await.unwrap();
-    let want = c.local_rows(leader, sql).await.unwrap();
-    c.wait_all_hold(sql, &want, CONVERGE).await.unwrap();
-    want
+    c.converged_rows(sql, CONVERGE).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

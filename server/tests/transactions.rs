@@ -22,10 +22,7 @@ async fn count(db: &Client, sql: &str) -> i64 {
 
 /// The rows of `sql` on the leader, once every node holds the same.
 async fn rows_everywhere(c: &SqlCluster, sql: &str) -> Vec<Vec<String>> {
-    let leader = c.wait_for_leader(ELECTION).await.unwrap();
-    let want = c.local_rows(leader, sql).await.unwrap();
-    c.wait_all_hold(sql, &want, CONVERGE).await.unwrap();
-    want
+    c.converged_rows(sql, CONVERGE).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

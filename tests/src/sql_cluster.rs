@@ -471,6 +471,19 @@ impl SqlCluster {
             .collect())
     }
 
+    /// The rows of `sql` on the leader, once every running node holds the
+    /// same (each read from the node itself).
+    pub async fn converged_rows(
+        &self,
+        sql: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Vec<String>>> {
+        let leader = self.wait_for_leader(timeout).await?;
+        let want = self.local_rows(leader, sql).await?;
+        self.wait_all_hold(sql, &want, timeout).await?;
+        Ok(want)
+    }
+
     /// Waits until every running node holds the same answer to `sql` as
     /// `want`, read from each node itself.
     pub async fn wait_all_hold(

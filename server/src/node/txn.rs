@@ -175,18 +175,8 @@ impl NodeTransaction {
                     .map(Reply::Done),
             },
             Class::Write => {
-                if self.options.read_only {
-                    return Err(SqlError::new(
-                        sqlstate::READ_ONLY_SQL_TRANSACTION,
-                        format!(
-                            "cannot execute {} in a read-only transaction",
-                            classified.command
-                        ),
-                    ));
-                }
-                if !matches!(self.phase, Phase::Writing { .. }) {
-                    self.start_writing(session).await?;
-                }
+                self.may_write(classified.command)?;
+                self.become_writer(session).await?;
                 self.node
                     .speculation
                     .execute(
@@ -208,20 +198,10 @@ impl NodeTransaction {
         session: &Session,
         statement: sql::roles::RoleStatement,
     ) -> Result<Reply, SqlError> {
-        if self.options.read_only {
-            return Err(SqlError::new(
-                sqlstate::READ_ONLY_SQL_TRANSACTION,
-                format!(
-                    "cannot execute {} in a read-only transaction",
-                    statement.tag()
-                ),
-            ));
-        }
+        self.may_write(statement.tag())?;
         self.check_leader()?;
         let change = self.node.role_change(session, statement).await?;
-        if !matches!(self.phase, Phase::Writing { .. }) {
-            self.start_writing(session).await?;
-        }
+        self.become_writer(session).await?;
         self.node
             .speculation
             .change_role(self.serial, change)
@@ -239,6 +219,25 @@ impl NodeTransaction {
             unreachable!("reads of a reading transaction");
         };
         reader.stream(sql.to_string(), params, command).await
+    }
+
+    /// Refuses `command` in a read-only transaction.
+    fn may_write(&self, command: &str) -> Result<(), SqlError> {
+        if self.options.read_only {
+            return Err(SqlError::new(
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!("cannot execute {command} in a read-only transaction"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes the transaction the node's write transaction, if it is not yet.
+    async fn become_writer(&mut self, session: &Session) -> Result<(), SqlError> {
+        if !matches!(self.phase, Phase::Writing { .. }) {
+            self.start_writing(session).await?;
+        }
+        Ok(())
     }
 
     /// Takes the transaction's snapshot, linearizable at this moment.
