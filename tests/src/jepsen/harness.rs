@@ -544,11 +544,7 @@ async fn final_checks(
         ),
     );
     let bank = check_bank(TOTAL, &ops);
-    anomalies.extend(
-        bank.bad_reads
-            .iter()
-            .map(|r| format!("bank: a read saw balances no state can have: {r}")),
-    );
+    anomalies.extend(bank.anomaly(&ops).map(|a| format!("bank: {a}")));
     details.insert(
         Workload::Bank,
         format!(

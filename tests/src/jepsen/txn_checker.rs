@@ -29,8 +29,22 @@ pub struct BankReport {
     /// Acknowledged transfers that moved money / found too little.
     pub applied: usize,
     pub refused: usize,
-    /// Reads whose balances no state of the bank can have.
-    pub bad_reads: Vec<String>,
+    /// Reads whose balances no state of the bank can have (ids), and why
+    /// the first was wrong.
+    pub bad_reads: Vec<usize>,
+    pub first_bad: Option<String>,
+}
+
+impl BankReport {
+    /// One line for all bad reads, if any.
+    pub fn anomaly(&self, ops: &[OpRecord]) -> Option<String> {
+        Some(format!(
+            "{} reads saw balances no state of the bank can have, the first {}: {}",
+            self.bad_reads.len(),
+            self.first_bad.as_ref()?,
+            first_few(ops, &self.bad_reads)
+        ))
+    }
 }
 
 /// Checks every read of the balances in `ops` against `total`.
@@ -44,7 +58,8 @@ pub fn check_bank(total: i64, ops: &[OpRecord]) -> BankReport {
             (OpKind::ReadBalances, OpValue::Balances(b)) => {
                 r.reads += 1;
                 if let Some(why) = check_balances(total, &b) {
-                    r.bad_reads.push(format!("op#{i} {}: {why}", who(o)));
+                    r.first_bad.get_or_insert(why);
+                    r.bad_reads.push(i);
                 }
             }
             (OpKind::Transfer { .. }, OpValue::Applied(true)) => r.applied += 1,
@@ -105,25 +120,39 @@ pub fn check_counter(ops: &[OpRecord], final_value: i64) -> CounterReport {
     }
     for (v, ids) in &by_value {
         if ids.len() > 1 {
-            let which: Vec<String> = ids
-                .iter()
-                .map(|&i| format!("op#{i} {}", who(&ops[i])))
-                .collect();
             r.anomalies.push(format!(
                 "{} acknowledged increments all wrote {v} (lost update): {}",
                 ids.len(),
-                which.join("; ")
-            ));
-        }
-        if *v > final_value {
-            r.anomalies.push(format!(
-                "op#{} {} was acknowledged but the final value is {final_value}",
-                ids[0],
-                who(&ops[ids[0]])
+                first_few(ops, ids)
             ));
         }
     }
+    let beyond: Vec<usize> = by_value
+        .range(final_value + 1..)
+        .flat_map(|(_, ids)| ids.iter().copied())
+        .collect();
+    if !beyond.is_empty() {
+        r.anomalies.push(format!(
+            "{} acknowledged increments wrote more than the final value {final_value}: {}",
+            beyond.len(),
+            first_few(ops, &beyond)
+        ));
+    }
     r
+}
+
+/// The first few of `ids` described, and how many more there are.
+fn first_few(ops: &[OpRecord], ids: &[usize]) -> String {
+    const FEW: usize = 3;
+    let mut s: Vec<String> = ids
+        .iter()
+        .take(FEW)
+        .map(|&i| format!("op#{i} {}", who(&ops[i])))
+        .collect();
+    if ids.len() > FEW {
+        s.push(format!("and {} more", ids.len() - FEW));
+    }
+    s.join("; ")
 }
 
 fn who(o: &OpRecord) -> String {
@@ -195,8 +224,11 @@ mod tests {
         ];
         let r = check_bank(500, &ops);
         assert_eq!((r.reads, r.applied), (2, 1));
-        assert_eq!(r.bad_reads.len(), 1);
-        assert!(r.bad_reads[0].starts_with("op#3 read balances"), "{r:?}");
+        assert_eq!(r.bad_reads, vec![3]);
+        let a = r.anomaly(&ops).unwrap();
+        assert!(a.contains("total 493, not 500"), "{a}");
+        assert!(a.contains("op#3 read balances"), "{a}");
+        assert_eq!(check_bank(500, &ops[..3]).anomaly(&ops), None);
     }
 
     #[test]
@@ -212,10 +244,8 @@ mod tests {
             assert_eq!(check_counter(&ops, fine).anomalies, Vec::<String>::new());
         }
         let lost = check_counter(&ops, 1);
-        assert!(
-            lost.anomalies.iter().any(|a| a.contains("lost")),
-            "{lost:?}"
-        );
+        assert!(lost.anomalies[0].contains("increments lost"), "{lost:?}");
+        assert!(lost.anomalies[1].contains("wrote more than the final value 1: op#1"));
         let invented = check_counter(&ops, 4);
         assert!(invented.anomalies[0].contains("failed took effect"));
 
