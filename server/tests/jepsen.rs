@@ -11,7 +11,8 @@
 //! schedules. `RESQLITE_JEPSEN_SCHEDULES=a,b` picks schedules,
 //! `RESQLITE_JEPSEN_KEEP=1` keeps every run's history and node logs, not
 //! only a failing one's. `RESQLITE_JEPSEN_CLIENTS=registers=4,set=2,bank=2,counter=2`
-//! sets the clients per workload. `RESQLITE_SEED=S` fixes the seed (fault choice and client ops; timing on
+//! sets the clients per workload. `RESQLITE_JEPSEN_BIN=path` runs another
+//! `resqlite` binary than the one cargo built. `RESQLITE_SEED=S` fixes the seed (fault choice and client ops; timing on
 //! a real cluster does not replay exactly).
 
 use std::path::PathBuf;
@@ -49,6 +50,11 @@ async fn fault_schedules_keep_histories_linearizable_and_lose_nothing() {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    // A run restarts nodes from this path again and again: point it at a
+    // copy when something may rebuild the target directory meanwhile.
+    let bin = std::env::var_os("RESQLITE_JEPSEN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN));
     let clients = match std::env::var("RESQLITE_JEPSEN_CLIENTS") {
         Ok(spec) => parse_clients(&spec)
             .unwrap_or_else(|e| panic!("RESQLITE_JEPSEN_CLIENTS={spec:?}: {e:#}")),
@@ -67,7 +73,7 @@ async fn fault_schedules_keep_histories_linearizable_and_lose_nothing() {
     let mut failovers = Vec::new();
     for (i, &schedule) in schedules.iter().enumerate() {
         let cfg = RunConfig {
-            bin: PathBuf::from(BIN),
+            bin: bin.clone(),
             schedule,
             duration: per_schedule,
             seed: seed.wrapping_add(i as u64),

@@ -548,8 +548,8 @@ async fn final_checks(
     details.insert(
         Workload::Bank,
         format!(
-            " reads={} transfers_applied={} transfers_refused={}",
-            bank.reads, bank.applied, bank.refused
+            " reads={} transfers_applied={} (read_first={}) transfers_refused={}",
+            bank.reads, bank.applied, bank.applied_read_first, bank.refused
         ),
     );
     let counter = check_counter(&ops, finals.counter);
@@ -557,8 +557,8 @@ async fn final_checks(
     details.insert(
         Workload::Counter,
         format!(
-            " final={} acked={} unknown={}",
-            counter.final_value, counter.acked, counter.unknown
+            " final={} acked={} (read_first={}) unknown={}",
+            counter.final_value, counter.acked, counter.acked_read_first, counter.unknown
         ),
     );
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::history::{describe, describe_value, OpKind, OpRecord, OpValue, Outcome};
+use super::history::{describe, describe_value, OpKind, OpRecord, OpValue, Outcome, TransferMode};
 
 /// Why a set of balances cannot be a state of the bank, if it cannot.
 pub fn check_balances(total: i64, balances: &[i64]) -> Option<String> {
@@ -29,6 +29,9 @@ pub struct BankReport {
     /// Acknowledged transfers that moved money / found too little.
     pub applied: usize,
     pub refused: usize,
+    /// Applied transfers that read before their first write (the others
+    /// took the write gate first, or debited conditionally).
+    pub applied_read_first: usize,
     /// Reads whose balances no state of the bank can have (ids), and why
     /// the first was wrong.
     pub bad_reads: Vec<usize>,
@@ -62,7 +65,12 @@ pub fn check_bank(total: i64, ops: &[OpRecord]) -> BankReport {
                     r.bad_reads.push(i);
                 }
             }
-            (OpKind::Transfer { .. }, OpValue::Applied(true)) => r.applied += 1,
+            (OpKind::Transfer { mode, .. }, OpValue::Applied(true)) => {
+                r.applied += 1;
+                if mode == TransferMode::ReadFirst {
+                    r.applied_read_first += 1;
+                }
+            }
             (OpKind::Transfer { .. }, _) => r.refused += 1,
             _ => {}
         }
@@ -76,6 +84,8 @@ pub struct CounterReport {
     pub final_value: i64,
     /// Increments acknowledged (COMMIT ok) / with an unknown outcome.
     pub acked: usize,
+    /// Acknowledged increments that read before taking the write gate.
+    pub acked_read_first: usize,
     pub unknown: usize,
     pub anomalies: Vec<String>,
 }
@@ -98,6 +108,9 @@ pub fn check_counter(ops: &[OpRecord], final_value: i64) -> CounterReport {
         match o.outcome {
             Outcome::Ok => {
                 r.acked += 1;
+                if o.kind == (OpKind::Increment { lock_first: false }) {
+                    r.acked_read_first += 1;
+                }
                 if let OpValue::Incremented(v) = o.value {
                     by_value.entry(v).or_default().push(i);
                 }
