@@ -172,7 +172,6 @@ pub async fn run(client: &Client, kind: OpKind, ends: &Endpoints) -> OpEnding {
         }
         Err(stop) => stop,
     };
-    let at_commit = matches!(stop, Stop::AtCommit(_));
     let ending = read_stop(stop, ends);
     let ending = if kind == OpKind::ReadBalances && ending.outcome == Outcome::Unknown {
         // A read that may or may not have run changed nothing either way.
@@ -183,7 +182,9 @@ pub async fn run(client: &Client, kind: OpKind, ends: &Endpoints) -> OpEnding {
     } else {
         ending
     };
-    if ending.next == Next::Stay && !at_commit {
+    // After a failed COMMIT the block is over and this is a no-op; if the
+    // server says otherwise, the connection is dropped, which ends it too.
+    if ending.next == Next::Stay {
         let rollback = tokio::time::timeout(OP_TIMEOUT, client.batch_execute("ROLLBACK")).await;
         if !matches!(rollback, Ok(Ok(()))) {
             return OpEnding {
