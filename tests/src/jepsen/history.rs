@@ -8,14 +8,71 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::checker::{InsertOutcome, RegisterOp, TimedOp};
+use super::transactions::ACCOUNTS;
+use super::workload::Workload;
 
 /// What a client asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
-    Read { key: i64 },
-    Write { key: i64, value: i64 },
-    Cas { key: i64, from: i64, to: i64 },
-    Insert { id: i64 },
+    Read {
+        key: i64,
+    },
+    Write {
+        key: i64,
+        value: i64,
+    },
+    Cas {
+        key: i64,
+        from: i64,
+        to: i64,
+    },
+    Insert {
+        id: i64,
+    },
+    /// Moves `amount` from account `from` to `to` in one transaction,
+    /// unless `from` holds less.
+    Transfer {
+        from: i64,
+        to: i64,
+        amount: i64,
+        mode: TransferMode,
+    },
+    /// Every account's balance, one `SELECT` each inside one
+    /// `BEGIN READ ONLY … COMMIT`.
+    ReadBalances,
+    /// The counter's read-modify-write in one transaction. `lock_first`:
+    /// a no-op write first takes the node's write gate, so no concurrent
+    /// write can make the read stale.
+    Increment {
+        lock_first: bool,
+    },
+}
+
+impl OpKind {
+    /// The workload the op belongs to.
+    pub fn workload(&self) -> Workload {
+        match self {
+            OpKind::Read { .. } | OpKind::Write { .. } | OpKind::Cas { .. } => Workload::Registers,
+            OpKind::Insert { .. } => Workload::Set,
+            OpKind::Transfer { .. } | OpKind::ReadBalances => Workload::Bank,
+            OpKind::Increment { .. } => Workload::Counter,
+        }
+    }
+}
+
+/// How a transfer is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferMode {
+    /// `UPDATE … SET balance = balance - $amount WHERE … AND balance >= $amount`,
+    /// then the credit if one row changed.
+    Conditional,
+    /// Reads both balances, then writes the new values: a stale read that
+    /// committed would break the total. Fails with 40001 whenever any
+    /// other write commits between its first read and its first write.
+    ReadFirst,
+    /// As `ReadFirst`, after a no-op write that takes the write gate, so
+    /// no other write can come between its reads and its writes.
+    LockFirst,
 }
 
 /// How an op ended.
@@ -35,8 +92,13 @@ pub enum OpValue {
     None,
     /// A read's value (`None`: no row).
     Read(Option<i64>),
-    /// A CAS: whether it found `from` (one row affected).
+    /// A CAS: whether it found `from` (one row affected); a transfer:
+    /// whether `from` held enough and the money moved.
     Applied(bool),
+    /// Every account's balance, by id.
+    Balances([i64; ACCOUNTS]),
+    /// An increment: the value it wrote (one more than it read).
+    Incremented(i64),
 }
 
 /// One client op, invoked and completed.
@@ -93,12 +155,20 @@ impl History {
             .push((t, what.into()));
     }
 
-    /// How many ops invoked at or after `since_us` completed ok.
-    pub fn ok_since(&self, since_us: u64) -> usize {
+    /// How many ops invoked at or after `since_us` completed ok, in all
+    /// and per workload.
+    pub fn ok_since(&self, since_us: u64) -> (usize, BTreeMap<Workload, usize>) {
         let ops = self.ops.lock().expect("history lock poisoned");
-        ops.iter()
+        let mut per = BTreeMap::new();
+        let mut all = 0;
+        for o in ops
+            .iter()
             .filter(|o| o.outcome == Outcome::Ok && o.invoke_us >= since_us)
-            .count()
+        {
+            all += 1;
+            *per.entry(o.kind.workload()).or_insert(0) += 1;
+        }
+        (all, per)
     }
 
     /// A copy of every op, in invocation order.
@@ -132,7 +202,10 @@ impl History {
                     (key, RegisterOp::CasFail { from })
                 }
                 (OpKind::Cas { key, from, to }, _) => (key, RegisterOp::CasUnknown { from, to }),
-                (OpKind::Insert { .. }, _) => continue,
+                (OpKind::Insert { .. }, _)
+                | (OpKind::Transfer { .. }, _)
+                | (OpKind::ReadBalances, _)
+                | (OpKind::Increment { .. }, _) => continue,
             };
             by_key.entry(key).or_default().push(TimedOp {
                 invoke: o.invoke_us,
@@ -177,12 +250,7 @@ impl History {
                     describe(&o.kind)
                 ),
             ));
-            let value = match o.value {
-                OpValue::None => String::new(),
-                OpValue::Read(Some(v)) => format!(" value={v}"),
-                OpValue::Read(None) => " value=none".to_string(),
-                OpValue::Applied(a) => format!(" applied={a}"),
-            };
+            let value = describe_value(&o.value);
             let err = if o.error.is_empty() {
                 String::new()
             } else {
@@ -214,12 +282,47 @@ impl History {
     }
 }
 
-fn describe(k: &OpKind) -> String {
+/// An op as one line of text, e.g. `cas k=1 3->4`.
+pub fn describe(k: &OpKind) -> String {
     match *k {
         OpKind::Read { key } => format!("read k={key}"),
         OpKind::Write { key, value } => format!("write k={key} v={value}"),
         OpKind::Cas { key, from, to } => format!("cas k={key} {from}->{to}"),
         OpKind::Insert { id } => format!("insert id={id}"),
+        OpKind::Transfer {
+            from,
+            to,
+            amount,
+            mode,
+        } => format!(
+            "transfer {amount} from={from} to={to} ({})",
+            match mode {
+                TransferMode::Conditional => "conditional debit",
+                TransferMode::ReadFirst => "read, then write",
+                TransferMode::LockFirst => "lock, read, write",
+            }
+        ),
+        OpKind::ReadBalances => "read balances".to_string(),
+        OpKind::Increment { lock_first } => format!(
+            "increment ({})",
+            if lock_first {
+                "lock first"
+            } else {
+                "read first"
+            }
+        ),
+    }
+}
+
+/// An op's result as ` key=value` text (empty when there is none).
+pub fn describe_value(v: &OpValue) -> String {
+    match v {
+        OpValue::None => String::new(),
+        OpValue::Read(Some(v)) => format!(" value={v}"),
+        OpValue::Read(None) => " value=none".to_string(),
+        OpValue::Applied(a) => format!(" applied={a}"),
+        OpValue::Balances(b) => format!(" balances={b:?} total={}", b.iter().sum::<i64>()),
+        OpValue::Incremented(v) => format!(" wrote={v}"),
     }
 }
 

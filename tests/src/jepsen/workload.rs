@@ -2,7 +2,8 @@
 //! `not the leader; leader: host:port` redirects, and records every op with
 //! its outcome: ok, fail (certainly not executed: 25006, 57P03 — the node
 //! refused before proposing) or unknown (timeout, lost connection, 40003, any
-//! other error after the statement may have reached the log).
+//! other error after the statement may have reached the log). The bank
+//! and counter workloads run transactions instead (see [`super::transactions`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -13,7 +14,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::{Client, NoTls};
 
-use super::history::{History, OpKind, OpRecord, OpValue, Outcome};
+use super::history::{History, OpKind, OpRecord, OpValue, Outcome, TransferMode};
+use super::transactions::{self, ACCOUNTS};
 use crate::cluster::NodeId;
 
 /// Registers (keys `0..KEYS`) every run creates with value 0.
@@ -116,10 +118,68 @@ impl Shared {
 }
 
 /// Which workload a client runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Workload {
     Registers,
     Set,
+    /// Transfers between accounts and reads of every balance, in
+    /// transactions.
+    Bank,
+    /// Read-modify-write increments of one row, in transactions.
+    Counter,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 4] = [
+        Workload::Registers,
+        Workload::Set,
+        Workload::Bank,
+        Workload::Counter,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Registers => "registers",
+            Workload::Set => "set",
+            Workload::Bank => "bank",
+            Workload::Counter => "counter",
+        }
+    }
+
+    /// Its ops are transactions (`BEGIN … COMMIT`).
+    fn transactional(self) -> bool {
+        matches!(self, Workload::Bank | Workload::Counter)
+    }
+}
+
+/// Where a client goes after an op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keeps its connection.
+    Stay,
+    /// Connects to this node (the leader a redirect named).
+    Node(NodeId),
+    /// Connects to a random node.
+    Anywhere,
+}
+
+/// How an op ended, and what its client does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpEnding {
+    pub outcome: Outcome,
+    pub value: OpValue,
+    /// The error that made it fail or unknown.
+    pub error: String,
+    pub next: Next,
+    /// Wait a little before the next op (no leader, or an error).
+    pub backoff: bool,
+}
+
+/// `SQLSTATE message`, or the client library's text if the server sent none.
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| format!("{} {}", d.code().code(), d.message()))
+        .unwrap_or_else(|| e.to_string())
 }
 
 /// One client's connection, kept across ops and re-aimed by redirects.
@@ -127,6 +187,11 @@ struct Session {
     node: NodeId,
     client: Option<Client>,
 }
+
+/// How long a transaction waits for another to release the write gate
+/// before it gives up with 55P03 (certainly not applied), rather than
+/// running into [`OP_TIMEOUT`].
+const LOCK_TIMEOUT: &str = "1s";
 
 /// Runs one client until `shared.stop` is set.
 pub async fn run_client(shared: Arc<Shared>, process: usize, workload: Workload, seed: u64) {
@@ -139,7 +204,7 @@ pub async fn run_client(shared: Arc<Shared>, process: usize, workload: Workload,
     let mut last_seen: BTreeMap<i64, i64> = BTreeMap::new();
     while !shared.stop.load(Ordering::Relaxed) {
         if s.client.is_none() {
-            match shared.ends.connect(s.node).await {
+            match connect(&shared.ends, s.node, workload).await {
                 Ok(c) => s.client = Some(c),
                 Err(_) => {
                     s.node = ids[rng.random_range(0..ids.len())];
@@ -148,68 +213,28 @@ pub async fn run_client(shared: Arc<Shared>, process: usize, workload: Workload,
                 }
             }
         }
-        let kind = match workload {
-            Workload::Set => OpKind::Insert { id: shared.fresh() },
-            Workload::Registers => {
-                let key = rng.random_range(0..KEYS);
-                match rng.random_range(0..10) {
-                    0..=3 => OpKind::Read { key },
-                    4..=6 => OpKind::Write {
-                        key,
-                        value: shared.fresh(),
-                    },
-                    _ => OpKind::Cas {
-                        key,
-                        from: last_seen.get(&key).copied().unwrap_or(0),
-                        to: shared.fresh(),
-                    },
-                }
-            }
-        };
+        let kind = next_op(&shared, workload, &mut rng, &last_seen);
         let client = s.client.as_ref().expect("connected just above");
         let sent_to = s.node;
         let invoke_us = shared.history.now_us();
-        let result = tokio::time::timeout(OP_TIMEOUT, execute(client, kind)).await;
+        let ending = if workload.transactional() {
+            transactions::run(client, kind, &shared.ends).await
+        } else {
+            run_statement(client, kind, &shared.ends).await
+        };
         let complete_us = shared.history.now_us();
-        let (outcome, value, error, backoff) = match result {
-            Ok(Ok(v)) => (Outcome::Ok, v, String::new(), false),
-            Err(_) => {
-                // Maybe stuck on a paused or cut-off node: go elsewhere.
+        match ending.next {
+            Next::Stay => {}
+            Next::Node(id) => {
+                s.client = None;
+                s.node = id;
+            }
+            Next::Anywhere => {
                 s.client = None;
                 s.node = ids[rng.random_range(0..ids.len())];
-                (
-                    Outcome::Unknown,
-                    OpValue::None,
-                    "timeout".to_string(),
-                    false,
-                )
             }
-            Ok(Err(e)) => {
-                let text = e
-                    .as_db_error()
-                    .map(|d| format!("{} {}", d.code().code(), d.message()))
-                    .unwrap_or_else(|| e.to_string());
-                match classify(&e, &shared.ends) {
-                    ErrorClass::NotLeader(leader) => {
-                        s.client = None;
-                        s.node = leader.unwrap_or_else(|| ids[rng.random_range(0..ids.len())]);
-                        (Outcome::Fail, OpValue::None, text, leader.is_none())
-                    }
-                    ErrorClass::Unavailable => {
-                        s.client = None;
-                        s.node = ids[rng.random_range(0..ids.len())];
-                        (Outcome::Fail, OpValue::None, text, true)
-                    }
-                    ErrorClass::Indefinite => {
-                        if e.is_closed() || e.as_db_error().is_none() {
-                            s.client = None;
-                            s.node = ids[rng.random_range(0..ids.len())];
-                        }
-                        (Outcome::Unknown, OpValue::None, text, true)
-                    }
-                }
-            }
-        };
+        }
+        let (outcome, value) = (ending.outcome, ending.value);
         if let (OpKind::Read { key }, OpValue::Read(Some(v))) = (kind, value) {
             last_seen.insert(key, v);
         }
@@ -229,11 +254,121 @@ pub async fn run_client(shared: Arc<Shared>, process: usize, workload: Workload,
             value,
             invoke_us,
             complete_us,
-            error,
+            error: ending.error,
         });
-        if backoff {
+        if ending.backoff {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// A connection for `workload`'s client: transactional ones wait at most
+/// [`LOCK_TIMEOUT`] for the write gate.
+async fn connect(ends: &Endpoints, node: NodeId, workload: Workload) -> anyhow::Result<Client> {
+    let client = ends.connect(node).await?;
+    if workload.transactional() {
+        let set = format!("SET lock_timeout = '{LOCK_TIMEOUT}'");
+        tokio::time::timeout(OP_TIMEOUT, client.batch_execute(&set))
+            .await
+            .map_err(|_| anyhow::anyhow!("SET lock_timeout on node {node} timed out"))??;
+    }
+    Ok(client)
+}
+
+/// The client's next op.
+fn next_op(
+    shared: &Shared,
+    workload: Workload,
+    rng: &mut SmallRng,
+    last_seen: &BTreeMap<i64, i64>,
+) -> OpKind {
+    match workload {
+        Workload::Set => OpKind::Insert { id: shared.fresh() },
+        Workload::Registers => {
+            let key = rng.random_range(0..KEYS);
+            match rng.random_range(0..10) {
+                0..=3 => OpKind::Read { key },
+                4..=6 => OpKind::Write {
+                    key,
+                    value: shared.fresh(),
+                },
+                _ => OpKind::Cas {
+                    key,
+                    from: last_seen.get(&key).copied().unwrap_or(0),
+                    to: shared.fresh(),
+                },
+            }
+        }
+        Workload::Bank => {
+            if rng.random_range(0..10) < 3 {
+                return OpKind::ReadBalances;
+            }
+            let from = rng.random_range(0..ACCOUNTS as i64);
+            let to = (from + rng.random_range(1..ACCOUNTS as i64)) % ACCOUNTS as i64;
+            OpKind::Transfer {
+                from,
+                to,
+                amount: rng.random_range(1..=30),
+                mode: match rng.random_range(0..10) {
+                    0..=3 => TransferMode::Conditional,
+                    4..=6 => TransferMode::LockFirst,
+                    _ => TransferMode::ReadFirst,
+                },
+            }
+        }
+        Workload::Counter => OpKind::Increment {
+            lock_first: rng.random_bool(0.5),
+        },
+    }
+}
+
+/// Runs one single-statement op (registers, set) and reads its ending.
+async fn run_statement(client: &Client, kind: OpKind, ends: &Endpoints) -> OpEnding {
+    let result = tokio::time::timeout(OP_TIMEOUT, execute(client, kind)).await;
+    let e = match result {
+        Ok(Ok(value)) => {
+            return OpEnding {
+                outcome: Outcome::Ok,
+                value,
+                error: String::new(),
+                next: Next::Stay,
+                backoff: false,
+            }
+        }
+        // Maybe stuck on a paused or cut-off node: go elsewhere.
+        Err(_) => {
+            return OpEnding {
+                outcome: Outcome::Unknown,
+                value: OpValue::None,
+                error: "timeout".to_string(),
+                next: Next::Anywhere,
+                backoff: false,
+            }
+        }
+        Ok(Err(e)) => e,
+    };
+    let (outcome, next, backoff) = match classify(&e, ends) {
+        ErrorClass::NotLeader(leader) => (
+            Outcome::Fail,
+            leader.map_or(Next::Anywhere, Next::Node),
+            leader.is_none(),
+        ),
+        ErrorClass::Unavailable => (Outcome::Fail, Next::Anywhere, true),
+        ErrorClass::Indefinite => {
+            let next = if e.is_closed() || e.as_db_error().is_none() {
+                Next::Anywhere
+            } else {
+                Next::Stay
+            };
+            (Outcome::Unknown, next, true)
+        }
+    };
+    OpEnding {
+        outcome,
+        value: OpValue::None,
+        error: error_text(&e),
+        next,
+        backoff,
     }
 }
 
@@ -269,6 +404,9 @@ pub async fn execute(client: &Client, kind: OpKind) -> Result<OpValue, tokio_pos
                 )
                 .await?;
             Ok(OpValue::None)
+        }
+        OpKind::Transfer { .. } | OpKind::ReadBalances | OpKind::Increment { .. } => {
+            unreachable!("transactional ops run in transactions::execute")
         }
     }
 }
