@@ -186,6 +186,24 @@ async fn writers_are_serialized_and_stale_reads_do_not_commit() {
     a.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(count(&b, "SELECT n FROM counter").await, 1);
 
+    // A write to rows it did not read does not fail it: its reads are run
+    // again when it starts writing, and still return the same.
+    b.batch_execute("INSERT INTO counter VALUES (2, 0)")
+        .await
+        .unwrap();
+    a.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(count(&a, "SELECT n FROM counter WHERE id = 1").await, 1);
+    b.batch_execute("UPDATE counter SET n = 5 WHERE id = 2")
+        .await
+        .unwrap();
+    a.batch_execute("UPDATE counter SET n = n + 1 WHERE id = 1; COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(count(&b, "SELECT n FROM counter WHERE id = 1").await, 2);
+    b.batch_execute("DELETE FROM counter WHERE id = 2; UPDATE counter SET n = 1")
+        .await
+        .unwrap();
+
     // While one transaction writes, another writer waits; with
     // lock_timeout it gives up with 55P03.
     a.batch_execute("BEGIN; UPDATE counter SET n = n + 1")

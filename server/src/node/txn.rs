@@ -30,12 +30,16 @@ use tokio::sync::OwnedRwLockWriteGuard;
 use super::Node;
 use crate::sql::{self, sqlstate, Class};
 use crate::store::log_command::encode_transaction;
-use crate::store::SnapshotReader;
+use crate::store::{self, ReadAt, RecordedRead, SnapshotReader};
 
 /// How long a new write transaction waits for the writes proposed before
 /// it to be applied, so that it does not start on a database they are
 /// about to change (it would then fail at COMMIT).
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
+
+/// Reads a transaction remembers before its first write, at most (more,
+/// and a write applied meanwhile fails it with 40001).
+const MAX_RECORDED_READS: usize = 1024;
 
 /// One client's open transaction on this node.
 pub struct NodeTransaction {
@@ -52,8 +56,13 @@ pub struct NodeTransaction {
 enum Phase {
     /// No statement has run yet.
     Fresh,
-    /// Reading a snapshot taken at applied index `at`.
-    Reading { reader: SnapshotReader, at: u64 },
+    /// Reading a snapshot taken at applied index `at`; `reads` are what
+    /// it read, while every result was held whole (see [`ReadAt`]).
+    Reading {
+        reader: SnapshotReader,
+        at: u64,
+        reads: Option<Vec<RecordedRead>>,
+    },
     /// The node's write transaction, holding the write gate.
     Writing { _gate: OwnedRwLockWriteGuard<()> },
 }
@@ -209,16 +218,36 @@ impl NodeTransaction {
             .map(Reply::Done)
     }
 
+    /// A read before the first write, in the snapshot; remembered so that
+    /// it can be checked again if the transaction starts writing after
+    /// another write (see [`ReadAt`]).
     async fn read(
-        &self,
+        &mut self,
         sql: &str,
         params: Vec<Value>,
         command: &'static str,
     ) -> Result<Reply, SqlError> {
-        let Phase::Reading { reader, .. } = &self.phase else {
+        let Phase::Reading { reader, reads, .. } = &mut self.phase else {
             unreachable!("reads of a reading transaction");
         };
-        reader.stream(sql.to_string(), params, command).await
+        let kept = reads.is_some().then(|| params.clone());
+        let reply = reader.stream(sql.to_string(), params, command).await?;
+        match (&reply, kept) {
+            (Reply::Done(outcome), Some(params))
+                if reads.as_ref().is_some_and(|r| r.len() < MAX_RECORDED_READS) =>
+            {
+                if let Some(reads) = reads {
+                    reads.push(RecordedRead {
+                        sql: sql.to_string(),
+                        params,
+                        command,
+                        hash: store::outcome_hash(outcome),
+                    });
+                }
+            }
+            _ => *reads = None,
+        }
+        Ok(reply)
     }
 
     /// Refuses `command` in a read-only transaction.
@@ -251,7 +280,11 @@ impl NodeTransaction {
             self.check_leader()?;
         }
         let (reader, at) = self.node.snapshots.open(self.txid()).await?;
-        self.phase = Phase::Reading { reader, at };
+        self.phase = Phase::Reading {
+            reader,
+            at,
+            reads: Some(Vec::new()),
+        };
         Ok(())
     }
 
@@ -265,8 +298,11 @@ impl NodeTransaction {
         let last = self.node.raft.status().last_index;
         let mut applied = self.node.raft.watch_applied();
         let _ = tokio::time::timeout(IN_FLIGHT_WAIT, applied.wait_for(|&a| a >= last)).await;
-        let read_at = match &self.phase {
-            Phase::Reading { at, .. } => Some(*at),
+        let read_at = match &mut self.phase {
+            Phase::Reading { at, reads, .. } => Some(ReadAt {
+                index: *at,
+                reads: reads.take(),
+            }),
             _ => None,
         };
         self.node

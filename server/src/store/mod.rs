@@ -28,7 +28,8 @@ pub use apply::{encode_write, ApplyResult, SqliteStateMachine};
 pub use db_file::DbGeneration;
 pub use read_pool::ReadPool;
 pub use snapshot_reader::{SnapshotReader, SnapshotReaders};
-pub use speculation::Speculation;
+pub use speculation::{ReadAt, RecordedRead, Speculation};
+pub(crate) use statement::outcome_hash;
 pub use write_token::WriteToken;
 
 #[cfg(test)]

@@ -40,6 +40,31 @@ use crate::sql::sqlstate;
 /// replicate: its entry must fit well inside a Raft message.
 pub const MAX_TRANSACTION_BYTES: usize = 16 << 20;
 
+/// What a transaction read before its first write: the applied index of
+/// its snapshot and, when each read's whole result is known, the reads
+/// themselves with a hash of what they returned.
+#[derive(Clone, Debug)]
+pub struct ReadAt {
+    /// The applied index the snapshot showed.
+    pub index: u64,
+    /// The reads in order; `None` when one of them streamed (its result
+    /// was never held whole), so they cannot be checked again.
+    pub reads: Option<Vec<RecordedRead>>,
+}
+
+/// One read of a transaction, to run again when it starts writing.
+#[derive(Clone, Debug)]
+pub struct RecordedRead {
+    /// The statement (SQLite's dialect) and its parameters.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Vec<Value>,
+    /// Its tag's command word.
+    pub command: &'static str,
+    /// [`statement::outcome_hash`] of what it returned.
+    pub hash: [u8; 32],
+}
+
 /// The node's speculation thread.
 #[derive(Clone)]
 pub struct Speculation {
@@ -175,7 +200,7 @@ impl State {
         &mut self,
         serial: u64,
         txid: String,
-        read_at: Option<u64>,
+        read_at: Option<ReadAt>,
         savepoints: &[String],
     ) -> Result<u64, SqlError> {
         if self.open.is_some() {
@@ -207,7 +232,7 @@ impl State {
 
     fn begin_locked(
         &mut self,
-        read_at: Option<u64>,
+        read_at: Option<ReadAt>,
         savepoints: &[String],
     ) -> Result<(u64, Vec<TransactionStep>), SqlError> {
         let (conn, internal) = self.connection()?;
@@ -215,11 +240,15 @@ impl State {
         let (applied, last_write) =
             super::apply::read_positions(conn, internal).map_err(|e| sql_error(&e))?;
         let base = match read_at {
-            // The transaction read at `at`: a write applied since then
-            // means those reads may no longer hold.
-            Some(at) if last_write > at => return Err(conflict()),
-            Some(at) => at,
             None => applied,
+            Some(at) if last_write <= at.index => at.index,
+            // A write was applied after the transaction's reads: they hold
+            // only if they return the same now; then the transaction goes
+            // on as if it had read here.
+            Some(ReadAt {
+                reads: Some(reads), ..
+            }) if reads_still_hold(conn, internal, &reads) => applied,
+            Some(_) => return Err(conflict()),
         };
         let mut steps = Vec::with_capacity(savepoints.len());
         for name in savepoints {
@@ -410,6 +439,22 @@ impl State {
     }
 }
 
+/// Whether every read returns what it returned before, on `conn` now.
+fn reads_still_hold(conn: &Connection, internal: &AtomicBool, reads: &[RecordedRead]) -> bool {
+    reads.iter().all(|read| {
+        statement::run_in_savepoint(
+            conn,
+            internal,
+            &read.sql,
+            &read.params,
+            read.command,
+            true,
+            Deferred::AtCommit,
+        )
+        .is_ok_and(|outcome| outcome_hash(&outcome) == read.hash)
+    })
+}
+
 impl Speculation {
     /// Starts the speculation thread for the database at `path`, and
     /// registers with `token` how the apply thread makes it yield.
@@ -441,14 +486,15 @@ impl Speculation {
     }
 
     /// Opens transaction `serial`'s speculation (its id `txid`): takes SQLite's write lock
-    /// and returns the applied index its statements see. `read_at`: the
-    /// index the transaction already read at (it fails with 40001 if a
-    /// write was applied since); `savepoints`: those it set while reading.
+    /// and returns the applied index its statements see. `read_at`: what
+    /// the transaction already read (it fails with 40001 if a write was
+    /// applied since and its reads no longer return the same);
+    /// `savepoints`: those it set while reading.
     pub async fn begin(
         &self,
         serial: u64,
         txid: String,
-        read_at: Option<u64>,
+        read_at: Option<ReadAt>,
         savepoints: Vec<String>,
     ) -> Result<u64, SqlError> {
         self.thread

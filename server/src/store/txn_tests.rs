@@ -11,7 +11,11 @@ use resqlite_raft::{Entry, EntryKind};
 use resqlite_wire::{SqlError, Value};
 
 use super::log_command::encode_transaction;
-use super::{encode_write, ApplyResult, ReadPool, Speculation, SqliteStateMachine};
+use super::statement::outcome_hash;
+use super::{
+    encode_write, ApplyResult, ReadAt, ReadPool, RecordedRead, Speculation, SqliteStateMachine,
+};
+use resqlite_wire::Outcome;
 
 /// One node: its state machine, its speculation and a read pool.
 struct Node {
@@ -308,17 +312,71 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
     )
     .await
     .unwrap();
-    // It read at index 1; the write at index 2 came after.
+    // It read at index 1; the write at index 2 came after. Reads whose
+    // results were never held whole cannot be checked again.
+    let unknown = ReadAt {
+        index: 1,
+        reads: None,
+    };
     let e = n
         .spec
-        .begin(1, "1.1.1".into(), Some(1), Vec::new())
+        .begin(1, "1.1.1".into(), Some(unknown), Vec::new())
         .await
         .unwrap_err();
     assert_eq!(e.sqlstate, "40001", "{e:?}");
+    // A read the write changed fails it too ...
+    let read = |sql: &str, rows: Vec<Vec<Value>>| RecordedRead {
+        sql: sql.into(),
+        params: Vec::new(),
+        command: "SELECT",
+        hash: outcome_hash(&Outcome {
+            tag: format!("SELECT {}", rows.len()),
+            columns: Vec::new(),
+            rows,
+        }),
+    };
+    let changed = ReadAt {
+        index: 1,
+        reads: Some(vec![read(
+            "SELECT count(*) FROM t",
+            vec![vec![Value::Integer(0)]],
+        )]),
+    };
+    let e = n
+        .spec
+        .begin(3, "1.1.3".into(), Some(changed), Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate, "40001", "{e:?}");
+    // ... one it did not change still holds: the transaction goes on from
+    // the index it starts writing at.
+    let unchanged = ReadAt {
+        index: 1,
+        reads: Some(vec![read(
+            "SELECT count(*) FROM t WHERE v = 'y'",
+            vec![vec![Value::Integer(0)]],
+        )]),
+    };
+    assert_eq!(
+        n.spec
+            .begin(4, "1.1.4".into(), Some(unchanged), Vec::new())
+            .await
+            .unwrap(),
+        2
+    );
+    n.spec.abort(4);
     // Read at index 2: nothing came after.
     assert_eq!(
         n.spec
-            .begin(2, "1.1.2".into(), Some(2), vec!["s".into()])
+            .begin(
+                2,
+                "1.1.2".into(),
+                Some(ReadAt {
+                    index: 2,
+                    reads: None,
+                }),
+                vec!["s".into()],
+            )
             .await
             .unwrap(),
         2
