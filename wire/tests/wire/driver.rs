@@ -9,6 +9,8 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::fake::{connect, server, INSERT};
+use crate::protocol::{bind, execute, parse, sync};
+use crate::raw::{kinds, sqlstate, Raw};
 use resqlite_wire::Value;
 
 fn db_code(e: &tokio_postgres::Error) -> SqlState {
@@ -440,20 +442,35 @@ async fn a_panic_outside_a_statement_closes_that_connection_only() {
 async fn deallocate_and_discard_drop_prepared_statements_and_settings() {
     let (_fake, addr) = server().await;
     let client = connect(addr).await;
-    let kept = client.prepare("SELECT 1").await.unwrap();
-    let dropped = client.prepare("SELECT 1").await.unwrap();
-    client.query(&kept, &[]).await.unwrap();
-
-    // psycopg sends this after a ROLLBACK: every named statement goes.
-    client.batch_execute("DEALLOCATE ALL").await.unwrap();
-    let err = client.query(&dropped, &[]).await.unwrap_err();
-    assert_eq!(db_code(&err), SqlState::INVALID_SQL_STATEMENT_NAME, "{err}");
-    // tokio-postgres names its statements s0, s1, …
-    let err = client.batch_execute("DEALLOCATE s0").await.unwrap_err();
-    assert_eq!(db_code(&err), SqlState::INVALID_SQL_STATEMENT_NAME, "{err}");
-    let again = client.prepare("SELECT 1").await.unwrap();
-    client.batch_execute("DEALLOCATE PREPARE s2").await.unwrap();
-    assert!(client.query(&again, &[]).await.is_err());
+    // psycopg sends DEALLOCATE ALL after a ROLLBACK: every named
+    // statement goes (raw messages, so the names are ours).
+    let mut raw = Raw::connect(addr, &[]).await;
+    let prepare = |name: &str| {
+        let mut batch = parse(name, "SELECT 1", &[]);
+        batch.extend(sync());
+        batch
+    };
+    let run = |name: &str| {
+        let mut batch = bind("", name, &[], &[], &[]);
+        batch.extend(execute("", 0));
+        batch.extend(sync());
+        batch
+    };
+    for name in ["a", "b"] {
+        raw.send(&prepare(name)).await;
+        assert_eq!(kinds(&raw.until_ready().await), "1");
+    }
+    assert_eq!(kinds(&raw.simple("DEALLOCATE ALL").await), "C");
+    for name in ["a", "b"] {
+        raw.send(&run(name)).await;
+        assert_eq!(sqlstate(&raw.until_ready().await), "26000", "{name}");
+    }
+    assert_eq!(sqlstate(&raw.simple("DEALLOCATE a").await), "26000");
+    raw.send(&prepare("c")).await;
+    raw.until_ready().await;
+    assert_eq!(kinds(&raw.simple("DEALLOCATE PREPARE c").await), "C");
+    raw.send(&run("c")).await;
+    assert_eq!(sqlstate(&raw.until_ready().await), "26000");
 
     // DISCARD ALL resets the session, outside a transaction block only.
     client
