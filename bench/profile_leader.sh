@@ -4,7 +4,7 @@
 # `perf record --call-graph dwarf` on the leader for the whole run, then
 # a flat and an inclusive report of the leader's samples.
 #
-#   bench/profile_leader.sh BINARY read|write simple|prepared CLIENTS [seconds] [outdir]
+#   bench/profile_leader.sh BINARY read|write|tpcb simple|prepared CLIENTS [seconds] [outdir]
 #
 # Writes OUTDIR/perf.data, OUTDIR/self.txt (self time per symbol),
 # OUTDIR/children.txt (inclusive time) and OUTDIR/pgbench.txt.
@@ -41,6 +41,12 @@ psql "${db[@]}" -qc "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)
 psql "${db[@]}" -qc "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) INSERT INTO kv SELECT x, x FROM c"
 printf '\\set k random(1, 100000)\nSELECT v FROM kv WHERE k = :k;\n' >"$dir/read.sql"
 printf '\\set k random(1, 100000)\nINSERT INTO kv VALUES (:k, :k) ON CONFLICT (k) DO UPDATE SET v = excluded.v;\n' >"$dir/write.sql"
+if [ "$script" = tpcb ]; then
+    here=$(cd "$(dirname "$0")" && pwd)
+    grep -v '^CREATE TABLE kv' "$here/pgbench/schema.sql" | psql "${db[@]}" -q
+    psql "${db[@]}" -q -f "$here/pgbench/tpcb_load.sql"
+    cp "$here/pgbench/tpcb.sql" "$dir/tpcb.sql"
+fi
 # 499 Hz keeps the dwarf stacks of a few seconds on 2 cores to a few hundred MB.
 perf record -F 499 --call-graph dwarf,16384 -p "$leader" -o "$out/perf.data" -- sleep $((secs + 1)) \
     2>"$out/perf-record.log" &
