@@ -226,9 +226,23 @@ async fn writers_are_serialized_and_stale_reads_do_not_commit() {
     a.batch_execute("COMMIT").await.unwrap();
     let b = waiting.await.unwrap();
     assert_eq!(count(&b, "SELECT n FROM counter").await, 20);
+
+    // A client that leaves inside a write transaction gives the right to
+    // write back at once: its transaction is rolled back, the next writer
+    // runs (well within its lock_timeout) and nothing of the other is
+    // applied.
+    let gone = c.connect(leader).await.unwrap();
+    gone.batch_execute("BEGIN; UPDATE counter SET n = 1000")
+        .await
+        .unwrap();
+    drop(gone);
+    b.batch_execute("SET lock_timeout = '10s'; UPDATE counter SET n = n + 2; SET lock_timeout = 0")
+        .await
+        .unwrap();
+    assert_eq!(count(&b, "SELECT n FROM counter").await, 22);
     assert_eq!(
         rows_everywhere(&c, "SELECT id, n FROM counter").await,
-        vec![vec!["1".to_string(), "20".into()]]
+        vec![vec!["1".to_string(), "22".into()]]
     );
 }
 
