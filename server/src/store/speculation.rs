@@ -417,10 +417,11 @@ impl State {
             .unwrap_or_default();
         self.end();
         let open = self.open.take().ok_or_else(not_open)?;
+        // Savepoint verbs alone change nothing: nothing to replicate.
         if open
             .steps
             .iter()
-            .all(|s| !matches!(s.step, Some(Step::Statement(_))))
+            .all(|s| !matches!(s.step, Some(Step::Statement(_) | Step::Role(_))))
         {
             return Ok(None);
         }

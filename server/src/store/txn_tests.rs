@@ -465,3 +465,33 @@ async fn a_deferred_foreign_key_violation_fails_its_statement_not_the_node() {
         vec![vec![Value::Integer(0)]]
     );
 }
+
+#[tokio::test]
+async fn a_transaction_that_only_changes_roles_is_replicated() {
+    let n = node();
+    setup(&n).await;
+    n.spec
+        .begin(1, "1.1.1".into(), None, vec!["s".into()])
+        .await
+        .unwrap();
+    let change = resqlite_proto::client::RoleChange {
+        op: resqlite_proto::client::role_change::Op::Create as i32,
+        name: "app".into(),
+        login: Some(true),
+        ..Default::default()
+    };
+    let created = n.spec.change_role(1, change).await.unwrap();
+    assert_eq!(created.tag, "CREATE ROLE");
+    let t = n
+        .spec
+        .finish(1)
+        .await
+        .unwrap()
+        .expect("a role change is replicated");
+    apply(&n, entry(2, encode_transaction(t))).await.unwrap();
+    let sm = n.sm.lock().unwrap();
+    assert!(
+        sm.roles().get("app").is_some(),
+        "every node applies the role change"
+    );
+}
