@@ -25,7 +25,6 @@ use std::time::Duration;
 use resqlite_proto::client::transaction_step::Step;
 use resqlite_raft::driver::ProposeError;
 use resqlite_wire::{Description, Reply, Session, SqlError, TransactionOptions, Value};
-use tokio::sync::OwnedRwLockWriteGuard;
 
 use super::Node;
 use crate::sql::{self, sqlstate, Class};
@@ -63,15 +62,16 @@ enum Phase {
         at: u64,
         reads: Option<Vec<RecordedRead>>,
     },
-    /// The node's write transaction, holding the write gate.
-    Writing { _gate: OwnedRwLockWriteGuard<()> },
+    /// The node's write transaction; the speculation holds the write gate
+    /// for it (and gives it up if it rolls the transaction back).
+    Writing,
 }
 
 impl Drop for NodeTransaction {
     fn drop(&mut self) {
-        if matches!(self.phase, Phase::Writing { .. }) {
-            // Rolled back on the speculation thread before the gate opens
-            // for the next writer, which waits there behind it.
+        if matches!(self.phase, Phase::Writing) {
+            // Rolled back on the speculation thread, which then opens the
+            // gate for the next writer.
             self.node.speculation.abort(self.serial);
         }
     }
@@ -170,7 +170,7 @@ impl NodeTransaction {
                     self.read(sql, params, classified.command).await
                 }
                 Phase::Reading { .. } => self.read(sql, params, classified.command).await,
-                Phase::Writing { .. } => self
+                Phase::Writing => self
                     .node
                     .speculation
                     .execute(
@@ -263,7 +263,7 @@ impl NodeTransaction {
 
     /// Makes the transaction the node's write transaction, if it is not yet.
     async fn become_writer(&mut self, session: &Session) -> Result<(), SqlError> {
-        if !matches!(self.phase, Phase::Writing { .. }) {
+        if !matches!(self.phase, Phase::Writing) {
             self.start_writing(session).await?;
         }
         Ok(())
@@ -307,9 +307,15 @@ impl NodeTransaction {
         };
         self.node
             .speculation
-            .begin(self.serial, self.txid(), read_at, self.savepoints.clone())
+            .begin(
+                self.serial,
+                self.txid(),
+                read_at,
+                self.savepoints.clone(),
+                Some(gate),
+            )
             .await?;
-        self.phase = Phase::Writing { _gate: gate };
+        self.phase = Phase::Writing;
         Ok(())
     }
 
@@ -322,7 +328,7 @@ impl NodeTransaction {
                 self.node.classes.classify(&sql)?;
                 reader.describe(sql.to_string()).await
             }
-            Phase::Writing { .. } => {
+            Phase::Writing => {
                 let sql = sql::pg_syntax::to_sqlite(sql)?;
                 self.node.classes.classify(&sql)?;
                 self.node
@@ -378,7 +384,7 @@ impl NodeTransaction {
     /// change nothing a savepoint could undo).
     async fn savepoint_step(&mut self, step: Step) -> Result<(), SqlError> {
         match &self.phase {
-            Phase::Writing { .. } => {
+            Phase::Writing => {
                 self.node
                     .speculation
                     .savepoint_step(self.serial, step)
@@ -390,18 +396,19 @@ impl NodeTransaction {
 
     /// `COMMIT`: replicates the transaction's writes as one entry.
     pub async fn commit(mut self) -> Result<(), SqlError> {
-        if !matches!(self.phase, Phase::Writing { .. }) {
+        if !matches!(self.phase, Phase::Writing) {
             return Ok(());
         }
-        let entry = self.node.speculation.finish(self.serial).await;
         // The speculation is over; nothing is left to roll back.
-        let phase = std::mem::replace(&mut self.phase, Phase::Fresh);
-        let Some(entry) = entry? else {
+        self.phase = Phase::Fresh;
+        let (entry, gate) = self.node.speculation.finish(self.serial).await?;
+        let Some(entry) = entry else {
             return Ok(());
         };
         self.check_leader()?;
         let result = self.node.raft.propose(encode_transaction(entry)).await;
-        drop(phase);
+        // Held until the entry is applied here: no writer starts before it.
+        drop(gate);
         match result {
             Ok(applied) => applied.map(|_| ()),
             Err(ProposeError::OutcomeUnknown) => Err(SqlError::new(

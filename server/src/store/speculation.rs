@@ -101,7 +101,15 @@ struct Open {
     /// Rolled back under it (preempted, or SQLite rolled it back): every
     /// later call fails with this error.
     lost: Option<SqlError>,
+    /// The node's write gate, held for the transaction: given up as soon as
+    /// the transaction is rolled back here (preempted while its client
+    /// idles, say), so that other writers need not wait for the client.
+    gate: Option<WriteGate>,
 }
+
+/// The node's right to write, held by its one write transaction (see
+/// `node::txn`).
+pub type WriteGate = tokio::sync::OwnedRwLockWriteGuard<()>;
 
 impl PinnedState for State {
     /// None: the write token keeps the speculation off the file while a
@@ -133,10 +141,12 @@ fn conflict() -> SqlError {
     )
 }
 
+/// A transaction the speculation no longer has: it was rolled back under
+/// its client (preempted) and another took its place.
 fn not_open() -> SqlError {
     SqlError::new(
-        sqlstate::INTERNAL_ERROR,
-        "the transaction's speculation is not open",
+        sqlstate::SERIALIZATION_FAILURE,
+        "the transaction was rolled back while it was open; retry it",
     )
 }
 
@@ -184,6 +194,9 @@ impl State {
             self.token.leave_speculation();
         }
         txid::set(&self.txid, None);
+        if let Some(open) = &mut self.open {
+            open.gate = None;
+        }
     }
 
     /// The apply thread needs the lock: roll back, mark the transaction.
@@ -202,6 +215,7 @@ impl State {
         txid: String,
         read_at: Option<ReadAt>,
         savepoints: &[String],
+        gate: Option<WriteGate>,
     ) -> Result<u64, SqlError> {
         if self.open.is_some() {
             // A previous transaction was never ended: end it now.
@@ -219,6 +233,7 @@ impl State {
                     bytes: 0,
                     base,
                     lost: None,
+                    gate,
                 });
                 Ok(base)
             }
@@ -397,7 +412,10 @@ impl State {
     }
 
     /// Ends the speculation; the entry to replicate, unless it was lost.
-    fn finish(&mut self, serial: u64) -> Result<Option<TransactionEntry>, SqlError> {
+    fn finish(
+        &mut self,
+        serial: u64,
+    ) -> Result<(Option<TransactionEntry>, Option<WriteGate>), SqlError> {
         self.open(serial)?;
         // Deferred constraints are checked at COMMIT, as in PostgreSQL.
         let violated = self
@@ -415,6 +433,9 @@ impl State {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .unwrap_or_default();
+        // The gate stays held until the entry is applied (the caller drops
+        // it then), so that no writer starts on the state before it.
+        let gate = self.open.as_mut().and_then(|o| o.gate.take());
         self.end();
         let open = self.open.take().ok_or_else(not_open)?;
         // Savepoint verbs alone change nothing: nothing to replicate.
@@ -423,13 +444,14 @@ impl State {
             .iter()
             .all(|s| !matches!(s.step, Some(Step::Statement(_) | Step::Role(_))))
         {
-            return Ok(None);
+            return Ok((None, None));
         }
-        Ok(Some(TransactionEntry {
+        let entry = TransactionEntry {
             txid,
             base_version: open.base,
             steps: open.steps,
-        }))
+        };
+        Ok((Some(entry), gate))
     }
 
     fn abort(&mut self, serial: u64) {
@@ -490,16 +512,19 @@ impl Speculation {
     /// and returns the applied index its statements see. `read_at`: what
     /// the transaction already read (it fails with 40001 if a write was
     /// applied since and its reads no longer return the same);
-    /// `savepoints`: those it set while reading.
+    /// `savepoints`: those it set while reading; `gate`: the node's write
+    /// gate, kept with the speculation (released when it is rolled back, or
+    /// handed back by [`Speculation::finish`]).
     pub async fn begin(
         &self,
         serial: u64,
         txid: String,
         read_at: Option<ReadAt>,
         savepoints: Vec<String>,
+        gate: Option<WriteGate>,
     ) -> Result<u64, SqlError> {
         self.thread
-            .run(move |s| s.begin(serial, txid, read_at, &savepoints))
+            .run(move |s| s.begin(serial, txid, read_at, &savepoints, gate))
             .await
     }
 
@@ -537,8 +562,12 @@ impl Speculation {
     }
 
     /// Ends the speculation (rolled back: the entry replays it) and returns
-    /// the entry to replicate, `None` if the transaction wrote nothing.
-    pub async fn finish(&self, serial: u64) -> Result<Option<TransactionEntry>, SqlError> {
+    /// the entry to replicate, `None` if the transaction wrote nothing, with
+    /// the write gate, to hold until the entry is applied.
+    pub async fn finish(
+        &self,
+        serial: u64,
+    ) -> Result<(Option<TransactionEntry>, Option<WriteGate>), SqlError> {
         self.thread.run(move |s| s.finish(serial)).await
     }
 

@@ -112,7 +112,7 @@ async fn every_node_applies_the_transaction_to_what_the_leader_saw() {
 
     let base = leader
         .spec
-        .begin(7, "1.1.7".into(), None, Vec::new())
+        .begin(7, "1.1.7".into(), None, Vec::new(), None)
         .await
         .unwrap();
     assert_eq!(base, 1);
@@ -167,6 +167,7 @@ async fn every_node_applies_the_transaction_to_what_the_leader_saw() {
         .finish(7)
         .await
         .unwrap()
+        .0
         .expect("the transaction wrote");
     assert_eq!(t.base_version, 1);
     let data = encode_transaction(t);
@@ -193,13 +194,13 @@ async fn a_transaction_that_ran_before_another_write_is_rolled_back_everywhere()
     let n = node();
     setup(&n).await;
     n.spec
-        .begin(1, "1.1.1".into(), None, Vec::new())
+        .begin(1, "1.1.1".into(), None, Vec::new(), None)
         .await
         .unwrap();
     write(&n, 1, "INSERT INTO t (v) VALUES ('txn')", Vec::new())
         .await
         .unwrap();
-    let t = n.spec.finish(1).await.unwrap().unwrap();
+    let t = n.spec.finish(1).await.unwrap().0.unwrap();
     // A write the transaction did not see commits first.
     apply(
         &n,
@@ -226,7 +227,7 @@ async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
     let n = node();
     setup(&n).await;
     n.spec
-        .begin(1, "1.1.1".into(), None, Vec::new())
+        .begin(1, "1.1.1".into(), None, Vec::new(), None)
         .await
         .unwrap();
     write(
@@ -245,7 +246,7 @@ async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
     )
     .await
     .unwrap();
-    let mut t = n.spec.finish(1).await.unwrap().unwrap();
+    let mut t = n.spec.finish(1).await.unwrap().0.unwrap();
     // As if the leader had seen another id for the second row.
     let mut hash = t.steps[1].outcome_hash.to_vec();
     hash[0] ^= 1;
@@ -262,8 +263,10 @@ async fn a_statement_that_returns_something_else_rolls_the_transaction_back() {
 async fn the_apply_thread_preempts_an_open_transaction() {
     let n = node();
     setup(&n).await;
+    let gate = Arc::new(tokio::sync::RwLock::new(()));
+    let held = gate.clone().write_owned().await;
     n.spec
-        .begin(1, "1.1.1".into(), None, Vec::new())
+        .begin(1, "1.1.1".into(), None, Vec::new(), Some(held))
         .await
         .unwrap();
     write(&n, 1, "INSERT INTO t (v) VALUES ('txn')", Vec::new())
@@ -279,6 +282,12 @@ async fn the_apply_thread_preempts_an_open_transaction() {
     )
     .await
     .unwrap();
+    // The rolled-back transaction gave the write gate up: other writers
+    // need not wait for its client's next statement.
+    let free = tokio::time::timeout(Duration::from_secs(30), gate.write())
+        .await
+        .expect("the gate is released when the transaction is rolled back");
+    drop(free);
     let e = write(&n, 1, "INSERT INTO t (v) VALUES ('more')", Vec::new())
         .await
         .unwrap_err();
@@ -291,7 +300,7 @@ async fn the_apply_thread_preempts_an_open_transaction() {
     n.spec.abort(1);
     assert_eq!(
         n.spec
-            .begin(2, "1.1.2".into(), None, Vec::new())
+            .begin(2, "1.1.2".into(), None, Vec::new(), None)
             .await
             .unwrap(),
         2
@@ -320,7 +329,7 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
     };
     let e = n
         .spec
-        .begin(1, "1.1.1".into(), Some(unknown), Vec::new())
+        .begin(1, "1.1.1".into(), Some(unknown), Vec::new(), None)
         .await
         .unwrap_err();
     assert_eq!(e.sqlstate, "40001", "{e:?}");
@@ -344,7 +353,7 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
     };
     let e = n
         .spec
-        .begin(3, "1.1.3".into(), Some(changed), Vec::new())
+        .begin(3, "1.1.3".into(), Some(changed), Vec::new(), None)
         .await
         .unwrap_err();
     assert_eq!(e.sqlstate, "40001", "{e:?}");
@@ -359,7 +368,7 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
     };
     assert_eq!(
         n.spec
-            .begin(4, "1.1.4".into(), Some(unchanged), Vec::new())
+            .begin(4, "1.1.4".into(), Some(unchanged), Vec::new(), None)
             .await
             .unwrap(),
         2
@@ -376,6 +385,7 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
                     reads: None,
                 }),
                 vec!["s".into()],
+                None
             )
             .await
             .unwrap(),
@@ -385,7 +395,7 @@ async fn a_transaction_that_read_before_a_write_fails_when_it_starts_writing() {
         write(&n, 2, "UPDATE t SET v = 'y'", Vec::new())
             .await
             .unwrap();
-        n.spec.finish(2).await.unwrap().unwrap()
+        n.spec.finish(2).await.unwrap().0.unwrap()
     };
     assert!(
         matches!(&t.steps[0].step, Some(Step::Savepoint(s)) if s == "s"),
@@ -403,7 +413,7 @@ async fn a_transaction_knows_its_id_and_every_node_stores_the_same() {
     let n = node();
     setup(&n).await;
     n.spec
-        .begin(1, "4.1.1".into(), None, Vec::new())
+        .begin(1, "4.1.1".into(), None, Vec::new(), None)
         .await
         .unwrap();
     let stored = write(
@@ -415,7 +425,7 @@ async fn a_transaction_knows_its_id_and_every_node_stores_the_same() {
     .await
     .unwrap();
     assert_eq!(stored, vec![vec![Value::Text("4.1.1".into())]]);
-    let t = n.spec.finish(1).await.unwrap().unwrap();
+    let t = n.spec.finish(1).await.unwrap().0.unwrap();
     apply(&n, entry(2, encode_transaction(t))).await.unwrap();
     assert_eq!(
         rows(&n, "SELECT v FROM t").await,
@@ -471,7 +481,7 @@ async fn a_transaction_that_only_changes_roles_is_replicated() {
     let n = node();
     setup(&n).await;
     n.spec
-        .begin(1, "1.1.1".into(), None, vec!["s".into()])
+        .begin(1, "1.1.1".into(), None, vec!["s".into()], None)
         .await
         .unwrap();
     let change = resqlite_proto::client::RoleChange {
@@ -487,6 +497,7 @@ async fn a_transaction_that_only_changes_roles_is_replicated() {
         .finish(1)
         .await
         .unwrap()
+        .0
         .expect("a role change is replicated");
     apply(&n, entry(2, encode_transaction(t))).await.unwrap();
     let sm = n.sm.lock().unwrap();
