@@ -322,3 +322,56 @@ async fn psql_finds_the_leader_with_a_multi_host_string() {
         "{err}"
     );
 }
+
+/// `SERIAL` and `IDENTITY` primary keys are numbered (they used to store
+/// NULL ids), the same on every node, never reusing an id; `RETURNING`
+/// hands the id back; result columns carry PostgreSQL's names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_and_identity_keys_are_numbered_on_every_node() {
+    let c = SqlCluster::start(BIN, 3).unwrap();
+    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let db = c.connect(leader).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE notes (id SERIAL PRIMARY KEY, body TEXT NOT NULL); \
+         CREATE TABLE events (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind TEXT); \
+         INSERT INTO notes (body) VALUES ('a'), ('b')",
+    )
+    .await
+    .unwrap();
+    let id: i64 = db
+        .query_one("INSERT INTO notes (body) VALUES ($1) RETURNING id", &[&"c"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(id, 3);
+    // A deleted highest id is not handed out again, as with a sequence.
+    db.batch_execute(
+        "DELETE FROM notes WHERE id = 3; INSERT INTO notes (body) VALUES ('d'); \
+         BEGIN; INSERT INTO events (kind) VALUES ('x'), ('y'); COMMIT",
+    )
+    .await
+    .unwrap();
+    // A numbered column SQLite cannot number is refused, not left NULL.
+    let err = db
+        .simple_query("CREATE TABLE bad (id serial, x int)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+
+    let count = db
+        .query_one("SELECT count(*), max(id) + 1 FROM notes", &[])
+        .await
+        .unwrap();
+    assert_eq!(count.columns()[0].name(), "count");
+    assert_eq!(count.columns()[1].name(), "?column?");
+    assert_eq!(count.get::<_, i64>(0), 3);
+
+    let notes = rows_everywhere(&c, "SELECT id, body FROM notes ORDER BY id").await;
+    let want: Vec<Vec<String>> = [("1", "a"), ("2", "b"), ("4", "d")]
+        .iter()
+        .map(|(i, b)| vec![i.to_string(), b.to_string()])
+        .collect();
+    assert_eq!(notes, want);
+    let events = rows_everywhere(&c, "SELECT id, kind FROM events ORDER BY id").await;
+    assert_eq!(events, vec![vec!["1", "x"], vec!["2", "y"]]);
+}

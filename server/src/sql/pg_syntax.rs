@@ -1,7 +1,8 @@
-//! Rewrites the two pieces of PostgreSQL-only syntax that drivers emit on
-//! their own into the SQLite that means the same, before anything else sees
-//! the statement:
+//! Rewrites PostgreSQL-only syntax into the SQLite that means the same,
+//! before anything else sees the statement:
 //!
+//! - numbered columns (`SERIAL`, `GENERATED … AS IDENTITY`) in `CREATE
+//!   TABLE`, see `pg_ids`;
 //! - `expr::type` casts (psycopg2 sends `'\x…'::bytea` for `Binary`, ORMs
 //!   write `$1::int`) become `CAST(expr AS type)` with a SQLite type of the
 //!   same meaning; `'\x…'::bytea` becomes the blob literal `X'…'`, and a
@@ -13,7 +14,7 @@
 //!
 //! The rewrite happens once, on the node that receives the statement, so
 //! the Raft log holds SQLite only and every replica applies the same text.
-//! A statement with neither form is returned untouched without copying.
+//! A statement with none of these is returned untouched without copying.
 
 use std::borrow::Cow;
 
@@ -23,6 +24,17 @@ use super::sqlstate::SYNTAX_ERROR;
 
 /// Rewrites `sql` into SQLite; see the module documentation.
 pub fn to_sqlite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
+    if super::pg_ids::may_number(sql) {
+        return match super::pg_ids::rewrite(sql)? {
+            Cow::Borrowed(sql) => casts_and_escapes(sql),
+            Cow::Owned(numbered) => Ok(Cow::Owned(casts_and_escapes(&numbered)?.into_owned())),
+        };
+    }
+    casts_and_escapes(sql)
+}
+
+/// The `::` casts and `E''` strings of `sql` in SQLite.
+fn casts_and_escapes(sql: &str) -> Result<Cow<'_, str>, SqlError> {
     if !sql.contains("::") && !sql.contains("E'") && !sql.contains("e'") {
         return Ok(Cow::Borrowed(sql));
     }
@@ -40,7 +52,7 @@ pub fn to_sqlite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     /// Identifier, keyword, number or `$n` placeholder.
     Word,
     /// `'…'`
@@ -55,10 +67,10 @@ enum Kind {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Token {
-    kind: Kind,
-    start: usize,
-    end: usize,
+pub(super) struct Token {
+    pub(super) kind: Kind,
+    pub(super) start: usize,
+    pub(super) end: usize,
 }
 
 fn is_word_byte(b: u8) -> bool {
@@ -71,7 +83,7 @@ fn unterminated(what: &str) -> SqlError {
 
 /// Splits `sql` into tokens with byte spans. Only as fine as the rewrite
 /// needs: strings, quoted names and comments are opaque.
-fn lex(sql: &str) -> Result<Vec<Token>, SqlError> {
+pub(super) fn lex(sql: &str) -> Result<Vec<Token>, SqlError> {
     let b = sql.as_bytes();
     let mut tokens = Vec::new();
     let mut i = 0;
@@ -359,16 +371,18 @@ fn pg_bool(s: &str) -> Option<bool> {
 /// would give NUMERIC affinity and turn the date into 2024.
 fn sqlite_type(pg: &str) -> &str {
     match pg {
-        "int" | "int2" | "int4" | "int8" | "integer" | "smallint" | "bigint" | "serial"
-        | "bigserial" | "oid" => "INTEGER",
-        "float4" | "float8" | "real" | "float" | "double precision" => "REAL",
+        // Spellings SQLite gives the same affinity, kept apart so that the
+        // result column is named and typed by the width the client asked
+        // for (`sql::result_names`).
+        "int" | "int4" | "integer" | "serial" | "oid" => "INTEGER",
+        "int8" | "bigint" | "bigserial" => "BIGINT",
+        "int2" | "smallint" => "SMALLINT",
+        "float4" | "real" => "REAL",
+        "float8" | "float" | "double precision" => "DOUBLE PRECISION",
+        "varchar" | "character varying" => "VARCHAR",
+        "char" | "character" | "bpchar" => "CHARACTER",
         "numeric" | "decimal" => "NUMERIC",
         "text"
-        | "varchar"
-        | "character varying"
-        | "char"
-        | "character"
-        | "bpchar"
         | "name"
         | "date"
         | "time"
@@ -498,14 +512,17 @@ mod tests {
             sqlite("SELECT x :: text FROM t"),
             "SELECT CAST(x AS TEXT) FROM t"
         );
-        assert_eq!(sqlite("SELECT t.x::float8"), "SELECT CAST(t.x AS REAL)");
+        assert_eq!(
+            sqlite("SELECT t.x::float8"),
+            "SELECT CAST(t.x AS DOUBLE PRECISION)"
+        );
         assert_eq!(
             sqlite("SELECT '2024-01-01'::date, 1.5::double precision, 'a'::varchar(10)"),
-            "SELECT CAST('2024-01-01' AS TEXT), CAST(1.5 AS REAL), CAST('a' AS TEXT)"
+            "SELECT CAST('2024-01-01' AS TEXT), CAST(1.5 AS DOUBLE PRECISION), CAST('a' AS VARCHAR)"
         );
         assert_eq!(
             sqlite("SELECT (a + 1)::bigint, lower(b)::text"),
-            "SELECT CAST((a + 1) AS INTEGER), CAST(lower(b) AS TEXT)"
+            "SELECT CAST((a + 1) AS BIGINT), CAST(lower(b) AS TEXT)"
         );
         assert_eq!(
             sqlite("SELECT 1::int::text"),

@@ -44,7 +44,29 @@ pub fn infer_result_types(
     width: usize,
     columns: &impl ColumnTypes,
 ) -> Vec<Option<PgType>> {
-    let out = vec![None; width];
+    infer_result_columns(sql, width, columns)
+        .into_iter()
+        .map(|c| c.pg_type)
+        .collect()
+}
+
+/// What the statement's shape says about one result column.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InferredColumn {
+    /// The name PostgreSQL gives it (`count`, `?column?`, the alias folded
+    /// to lower case unless quoted), where the projection says.
+    pub name: Option<String>,
+    /// Its type, as [`infer_result_types`].
+    pub pg_type: Option<PgType>,
+}
+
+/// Names and types of the `width` result columns, from one parse of `sql`.
+pub fn infer_result_columns(
+    sql: &str,
+    width: usize,
+    columns: &impl ColumnTypes,
+) -> Vec<InferredColumn> {
+    let out = vec![InferredColumn::default(); width];
     let Ok(mut statements) = Parser::parse_sql(&SQLiteDialect {}, sql) else {
         return out;
     };
@@ -55,33 +77,46 @@ pub fn infer_result_types(
         return out;
     };
     let arms = select_arms(&query.body);
-    if arms.is_empty() {
+    let Some(first_arm) = arms.first() else {
         return out;
-    }
+    };
     // A UNION's column has a type only where every arm agrees on it.
-    let mut per_arm = arms.iter().map(|select| arm_types(select, width, columns));
+    let mut per_arm = arms.iter().map(|select| {
+        let scope = Scope::of(select, columns);
+        align(&select.projection, width, |item| item_type(item, &scope))
+    });
     let first = per_arm.next().unwrap_or_default();
-    per_arm.fold(first, |acc, arm| {
+    let types = per_arm.fold(first, |acc, arm| {
         acc.into_iter()
             .zip(arm)
             .map(|(a, b)| if a == b { a } else { None })
             .collect()
-    })
+    });
+    // Its name comes from the first arm, as in PostgreSQL.
+    let names = align(&first_arm.projection, width, super::result_names::item_name);
+    names
+        .into_iter()
+        .zip(types)
+        .map(|(name, pg_type)| InferredColumn { name, pg_type })
+        .collect()
 }
 
-/// The types one SELECT gives its `width` result columns.
-fn arm_types(select: &Select, width: usize, columns: &impl ColumnTypes) -> Vec<Option<PgType>> {
+/// `of(item)` for each of the `width` result columns that `items` make.
+/// Items before the first wildcard line up from the left, items after the
+/// last one from the right; a wildcard's own width is unknown here, so its
+/// columns (and all of them, when the widths cannot match) are `None`.
+fn align<T: Clone>(
+    items: &[SelectItem],
+    width: usize,
+    of: impl Fn(&SelectItem) -> Option<T>,
+) -> Vec<Option<T>> {
     let mut out = vec![None; width];
-    let scope = Scope::of(select, columns);
-    let items = &select.projection;
     let is_wildcard = |i: &SelectItem| {
         matches!(
             i,
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
         )
     };
-    // Items before the first wildcard line up from the left, items after
-    // the last one from the right; a wildcard's own width is unknown here.
     let first_wild = items.iter().position(is_wildcard).unwrap_or(items.len());
     let last_wild = items.iter().rposition(is_wildcard);
     if last_wild.is_none() && items.len() != width {
@@ -89,14 +124,14 @@ fn arm_types(select: &Select, width: usize, columns: &impl ColumnTypes) -> Vec<O
     }
     for (i, item) in items[..first_wild].iter().enumerate() {
         if let Some(slot) = out.get_mut(i) {
-            *slot = item_type(item, &scope);
+            *slot = of(item);
         }
     }
     if let Some(last) = last_wild {
         let tail = &items[last + 1..];
         if tail.len() + first_wild <= width {
             for (k, item) in tail.iter().enumerate() {
-                out[width - tail.len() + k] = item_type(item, &scope);
+                out[width - tail.len() + k] = of(item);
             }
         }
     }

@@ -95,21 +95,29 @@ pub fn declared_types(stmt: &Statement<'_>) -> Vec<(String, Option<PgType>)> {
 }
 
 /// Result column names and types for `stmt`, prepared from `sql` on
-/// `conn`: a plain table column's declared type, else the type the
-/// statement's shape gives it (`count(*)` is int8, `a = b` bool; see
-/// `sql::result_types`), else `None`.
+/// `conn`. The type is a plain table column's declared type, else the type
+/// the statement's shape gives it (`count(*)` is int8, `a = b` bool; see
+/// `sql::result_types`), else `None`. The name is the one PostgreSQL gives
+/// (`count`, `?column?`; see `sql::result_names`). The statement is parsed
+/// only when SQLite leaves a type unknown or a name that may differ.
 pub fn result_types(
     conn: &rusqlite::Connection,
     sql: &str,
     stmt: &Statement<'_>,
 ) -> Vec<(String, Option<PgType>)> {
     let mut columns = declared_types(stmt);
-    if columns.iter().any(|(_, t)| t.is_none()) {
+    let unsure = |(name, t): &(String, Option<PgType>)| {
+        t.is_none() || crate::sql::result_names::may_differ(name)
+    };
+    if columns.iter().any(unsure) {
         let lookup = |tables: &[String], column: &str| declared_column_type(conn, tables, column);
-        let inferred = crate::sql::result_types::infer_result_types(sql, columns.len(), &lookup);
-        for ((_, t), guess) in columns.iter_mut().zip(inferred) {
+        let inferred = crate::sql::result_types::infer_result_columns(sql, columns.len(), &lookup);
+        for ((name, t), guess) in columns.iter_mut().zip(inferred) {
             if t.is_none() {
-                *t = guess;
+                *t = guess.pg_type;
+            }
+            if let Some(pg_name) = guess.name {
+                *name = pg_name;
             }
         }
     }
