@@ -199,7 +199,7 @@ async fn every_class_of_divergence_is_refused_or_applied_identically() {
         "CREATE TABLE temp.tmp3 (a)",
         "CREATE TEMP VIEW tv AS SELECT 1",
         "CREATE TEMP TRIGGER tt AFTER INSERT ON t BEGIN SELECT 1; END",
-        "INSERT INTO t (v) SELECT name FROM sqlite_temp_master",
+        "INSERT INTO t (v) SELECT a FROM temp.tmp",
     ] {
         refused(&db, sql, "0A000").await;
     }

@@ -150,16 +150,6 @@ pub const DENIED_TABLES_IN_WRITES: &[DeniedTable] = &[
         prefix: false,
         why: LAYOUT,
     },
-    DeniedTable {
-        name: "sqlite_temp_master",
-        prefix: false,
-        why: TEMP,
-    },
-    DeniedTable {
-        name: "sqlite_temp_schema",
-        prefix: false,
-        why: TEMP,
-    },
 ];
 
 const TEMP: &str = "TEMP objects live in one node's connection only, so replicas would diverge";
@@ -171,6 +161,14 @@ pub const READ_ONLY_TABLES_IN_WRITES: &[DeniedTable] = &[DeniedTable {
     why: "AUTOINCREMENT counters are SQLite's to keep: a counter set to the largest rowid \
           makes every later insert fail on every node",
 }];
+
+/// Whether a write changing `column` of `table` only renames an
+/// AUTOINCREMENT counter: what SQLite's own `ALTER TABLE … RENAME` does to
+/// `sqlite_sequence` (`name`), which may change although the counters
+/// (`seq`) may not.
+pub fn renames_a_counter(table: &str, column: &str) -> bool {
+    table.eq_ignore_ascii_case("sqlite_sequence") && column.eq_ignore_ascii_case("name")
+}
 
 /// Why a write may not change table `name`, if it may read it but not
 /// change it.
@@ -214,10 +212,10 @@ pub fn denied_function(name: &str, in_write: bool) -> Option<&'static DeniedFunc
 /// Why a write may not read or change table `name` of schema `schema`
 /// (`main`, `temp`, …), if it may not.
 pub fn denied_table_in_write(schema: Option<&str>, name: &str) -> Option<&'static str> {
-    if schema.is_some_and(|s| s.eq_ignore_ascii_case("temp")) {
+    let lower = name.to_ascii_lowercase();
+    if schema.is_some_and(|s| s.eq_ignore_ascii_case("temp")) && !is_temp_catalog(&lower) {
         return Some(TEMP);
     }
-    let lower = name.to_ascii_lowercase();
     if let Some(t) = DENIED_TABLES_IN_WRITES.iter().find(|t| {
         if t.prefix {
             lower.starts_with(t.name)
@@ -233,6 +231,30 @@ pub fn denied_table_in_write(schema: Option<&str>, name: &str) -> Option<&'stati
         }
     }
     None
+}
+
+/// Why a write may not insert into table `name` of schema `schema`: as
+/// [`denied_table_in_write`], and nothing at all into the temp schema, its
+/// catalog included (creating a TEMP object, however spelled, inserts its
+/// row there).
+pub fn denied_insert_in_write(schema: Option<&str>, name: &str) -> Option<&'static str> {
+    if schema.is_some_and(|s| s.eq_ignore_ascii_case("temp")) {
+        return Some(TEMP);
+    }
+    denied_table_in_write(schema, name)
+}
+
+/// The catalog of the temp schema. A write may read it and update its
+/// rows: on a connection that applies writes it is always empty, since no
+/// write may insert into the temp schema ([`denied_insert_in_write`]) and
+/// the node creates no TEMP object, so every node reads the same nothing.
+/// SQLite's own `ALTER TABLE … RENAME` reads and rewrites it, and was
+/// refused before.
+fn is_temp_catalog(lower_name: &str) -> bool {
+    matches!(
+        lower_name,
+        "sqlite_temp_master" | "sqlite_temp_schema" | "sqlite_master" | "sqlite_schema"
+    )
 }
 
 /// The error a client gets for calling a denied function.

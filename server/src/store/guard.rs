@@ -84,7 +84,17 @@ fn write_refusal(ctx: &AuthContext<'_>) -> Option<Violation> {
             deny::denied_function(function_name, true).map(Violation::Function)
         }
         // Changing a table: denied outright, or readable but not changeable.
-        A::Insert { table_name } | A::Delete { table_name } | A::Update { table_name, .. } => {
+        A::Insert { table_name } => deny::denied_insert_in_write(schema, table_name)
+            .or_else(|| deny::read_only_table_in_write(table_name))
+            .map(|why| Violation::Table {
+                name: table_name.to_string(),
+                why,
+            }),
+        A::Update {
+            table_name,
+            column_name,
+        } if deny::renames_a_counter(table_name, column_name) => table(table_name),
+        A::Delete { table_name } | A::Update { table_name, .. } => {
             table(table_name).or_else(|| {
                 deny::read_only_table_in_write(table_name).map(|why| Violation::Table {
                     name: table_name.to_string(),
