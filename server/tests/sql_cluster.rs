@@ -375,3 +375,42 @@ async fn serial_and_identity_keys_are_numbered_on_every_node() {
     let events = rows_everywhere(&c, "SELECT id, kind FROM events ORDER BY id").await;
     assert_eq!(events, vec![vec!["1", "x"], vec!["2", "y"]]);
 }
+
+/// A statement cached before a schema change answers with the columns the
+/// table has now: `SELECT *` and `RETURNING *` after `ALTER TABLE … ADD
+/// COLUMN` lost the new column (a cached SQLite statement keeps its old
+/// columns until a step prepares it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_statements_see_a_changed_schema() {
+    let c = SqlCluster::start(BIN, 3).unwrap();
+    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let db = c.connect(leader).await.unwrap();
+    db.batch_execute("CREATE TABLE s (a INTEGER PRIMARY KEY, b TEXT)")
+        .await
+        .unwrap();
+    let width = |messages: Vec<tokio_postgres::SimpleQueryMessage>| {
+        messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::RowDescription(cols) => Some(cols.len()),
+                _ => None,
+            })
+            .expect("a row description")
+    };
+    // Cache both statements: the read on every reader connection.
+    for i in 0..20 {
+        assert_eq!(width(db.simple_query("SELECT * FROM s").await.unwrap()), 2);
+        let insert = format!("INSERT INTO s (b) VALUES ('{i}') RETURNING *");
+        assert_eq!(width(db.simple_query(&insert).await.unwrap()), 2);
+    }
+    db.batch_execute("ALTER TABLE s ADD COLUMN c TEXT DEFAULT 'new'")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let rows = db.query("SELECT * FROM s WHERE a = 1", &[]).await.unwrap();
+        assert_eq!(rows[0].len(), 3);
+        assert_eq!(width(db.simple_query("SELECT * FROM s").await.unwrap()), 3);
+        let insert = format!("INSERT INTO s (b) VALUES ('{i}') RETURNING *");
+        assert_eq!(width(db.simple_query(&insert).await.unwrap()), 3);
+    }
+}

@@ -308,6 +308,7 @@ impl ReadPool {
 /// without running it. Parameters and result columns whose type nothing
 /// settles are described as text.
 pub(super) fn describe_on(conn: &Connection, sql: &str) -> Result<Description, SqlError> {
+    refresh_schema(conn)?;
     let stmt = conn.prepare(sql).map_err(|e| sql_error(&e))?;
     let count = parameter_count(&stmt)?;
     let columns = result_types(conn, sql, &stmt)
@@ -322,6 +323,16 @@ pub(super) fn describe_on(conn: &Connection, sql: &str) -> Result<Description, S
         super::exec::declared_column_type(conn, tables, column)
     });
     Ok(Description { params, columns })
+}
+
+/// Makes `conn` notice a schema another connection changed. SQLite
+/// prepares from the schema a connection last loaded and checks it only
+/// when a statement steps; a Describe never steps, so without this it
+/// announced the columns a table had before `ALTER TABLE … ADD COLUMN`.
+fn refresh_schema(conn: &Connection) -> Result<(), SqlError> {
+    conn.prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")
+        .and_then(|mut s| s.raw_query().next().map(|_| ()))
+        .map_err(|e| sql_error(&e))
 }
 
 /// Where a read's result goes back to its caller; at most once.

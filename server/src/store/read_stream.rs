@@ -49,13 +49,41 @@ pub(super) fn run(
         )));
         return;
     }
-    let declared = result_types(conn, sql, &stmt);
     if let Err(e) = bind(&mut stmt, params) {
         answer.send(Err(e));
         return;
     }
-    let width = declared.len();
+    // The columns are read after the first step, never before: a cached
+    // statement prepared before a schema change still has the old columns
+    // until a step prepares it again (`SELECT *` after `ALTER TABLE … ADD
+    // COLUMN` lost the new column).
     let mut cursor = stmt.raw_query();
+    let (declared, first_row) = match cursor.next() {
+        Err(e) => {
+            answer.send(Err(sql_error(&e)));
+            return;
+        }
+        Ok(Some(row)) => {
+            let declared = result_types(conn, sql, row.as_ref());
+            match row_values(row, declared.len()) {
+                Ok(values) => (declared, values),
+                Err(e) => {
+                    answer.send(Err(e));
+                    return;
+                }
+            }
+        }
+        Ok(None) => {
+            drop(cursor);
+            answer.send(Ok(Reply::Done(Outcome {
+                tag: Classified::tag_for(command, 0),
+                columns: typed_columns(result_types(conn, sql, &stmt), &[]),
+                rows: Vec::new(),
+            })));
+            return;
+        }
+    };
+    let width = declared.len();
     let mut next = move || -> Result<Option<Vec<Value>>, SqlError> {
         match cursor.next().map_err(|e| sql_error(&e))? {
             Some(row) => row_values(row, width).map(Some),
@@ -64,6 +92,7 @@ pub(super) fn run(
     };
 
     let mut first = RowBatch::default();
+    first.push(first_row);
     while !first.is_full() {
         match next() {
             Err(e) => {

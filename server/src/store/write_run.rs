@@ -46,13 +46,23 @@ pub(crate) struct WriteRows {
 
 /// Steps `stmt` to the end; builds the rows only if `wanted`.
 pub(crate) fn run_write(stmt: &mut Statement<'_>, wanted: bool) -> Result<WriteRows, WriteError> {
-    let declared = declared_types(stmt);
-    let width = declared.len();
+    // The columns are read after the first step, never before: a cached
+    // statement prepared before a schema change still has the old columns
+    // until a step prepares it again (`RETURNING *` after `ALTER TABLE …
+    // ADD COLUMN`). Nodes whose caches differ (one restarted) would then
+    // count different bytes against the budget, and could diverge.
+    let mut declared = None;
+    let mut width = 0;
     let mut rows = Vec::new();
     let mut count = 0u64;
     let mut bytes = ResultBytes::default();
     let mut cursor = stmt.raw_query();
     while let Some(row) = cursor.next().map_err(WriteError::Sqlite)? {
+        if declared.is_none() {
+            let columns = declared_types(row.as_ref());
+            width = columns.len();
+            declared = Some(columns);
+        }
         count += 1;
         let mut values = Vec::with_capacity(if wanted { width } else { 0 });
         for i in 0..width {
@@ -68,6 +78,9 @@ pub(crate) fn run_write(stmt: &mut Statement<'_>, wanted: bool) -> Result<WriteR
             rows.push(values);
         }
     }
+    drop(cursor);
+    let declared = declared.unwrap_or_else(|| declared_types(stmt));
+    width = declared.len();
     let columns = if wanted {
         declared
             .into_iter()
