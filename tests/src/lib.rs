@@ -5,5 +5,6 @@ pub mod cli;
 pub mod cluster;
 pub mod grpc;
 pub mod jepsen;
+pub mod postgres;
 pub mod sql_cluster;
 pub mod writer;

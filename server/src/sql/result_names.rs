@@ -5,12 +5,11 @@
 //! (`FigureColname` in its parser) names a column reference by the column,
 //! a function call by the function (`count`), a cast by its operand or
 //! else its type (`int4`), `CASE` by its `ELSE` branch or `case`, and
-//! anything else `?column?`; unquoted names and aliases are folded to lower
+//! anything else (literals, `true` included, operators, `NOT EXISTS`)
+//! `?column?`; unquoted names and aliases are folded to lower
 //! case. Drivers that read rows by name (`row["count"]`) see PostgreSQL's.
 
-use sqlparser::ast::{
-    DataType, Expr, Ident, ObjectNamePart, SelectItem, SetExpr, Value as AstValue,
-};
+use sqlparser::ast::{DataType, Expr, Ident, ObjectNamePart, SelectItem, SetExpr};
 
 /// The name of a column PostgreSQL cannot name otherwise.
 pub const UNNAMED: &str = "?column?";
@@ -81,11 +80,7 @@ fn figure(expr: &Expr) -> (Option<String>, Strength) {
                 (Some("case".to_string()), Strength::Type)
             }
         }
-        // `true` is a cast to bool in PostgreSQL's grammar.
-        Expr::Value(v) if matches!(v.value, AstValue::Boolean(_)) => {
-            (Some("bool".to_string()), Strength::Type)
-        }
-        Expr::Exists { .. } => named("exists"),
+        Expr::Exists { negated: false, .. } => named("exists"),
         Expr::Subquery(q) => match q.body.as_ref() {
             SetExpr::Select(select) => match select.projection.first().and_then(item_name) {
                 Some(name) => (Some(name), Strength::Name),
@@ -95,7 +90,7 @@ fn figure(expr: &Expr) -> (Option<String>, Strength) {
         },
         Expr::Extract { .. } => named("extract"),
         Expr::Position { .. } => named("position"),
-        Expr::Substring { .. } => named("substring"),
+        Expr::Substring { shorthand, .. } => named(if *shorthand { "substr" } else { "substring" }),
         Expr::Overlay { .. } => named("overlay"),
         Expr::Ceil { .. } => named("ceil"),
         Expr::Floor { .. } => named("floor"),
@@ -195,11 +190,12 @@ mod tests {
                 "SELECT CAST(x AS TEXT), CAST(1 AS INTEGER), CAST(1 AS BIGINT), \
                  CAST(1.5 AS DOUBLE PRECISION), CAST('a' AS VARCHAR(3)), true, \
                  CASE WHEN x THEN 1 END, CASE WHEN x THEN 1 ELSE y END, \
-                 EXISTS (SELECT 1), (SELECT max(x) FROM t), coalesce(x, 0) FROM t"
+                 EXISTS (SELECT 1), (SELECT max(x) FROM t), coalesce(x, 0), \
+                 NOT EXISTS (SELECT 1), substr(x, 1) FROM t"
             ),
             all(&[
-                "x", "int4", "int8", "float8", "varchar", "bool", "case", "y", "exists", "max",
-                "coalesce"
+                "x", "int4", "int8", "float8", "varchar", "?column?", "case", "y", "exists", "max",
+                "coalesce", "?column?", "substr"
             ])
         );
     }
