@@ -414,3 +414,45 @@ async fn cached_statements_see_a_changed_schema() {
         assert_eq!(width(db.simple_query(&insert).await.unwrap()), 3);
     }
 }
+
+/// PostgreSQL's functions (`store::pg_functions`) exist on every node, so
+/// a write, a CHECK constraint or an index may use them and every node
+/// stores the same; their errors carry PostgreSQL's SQLSTATEs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_functions_in_writes_are_the_same_on_every_node() {
+    let c = SqlCluster::start(BIN, 3).unwrap();
+    let leader = c.wait_for_leader(ELECTION).await.unwrap();
+    let db = c.connect(leader).await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE f (k TEXT PRIMARY KEY CHECK (char_length(k) <= 8), v TEXT); \
+         CREATE INDEX f_initial ON f (left(v, 1)); \
+         INSERT INTO f VALUES (lpad('7', 3, '0'), initcap(repeat('ab ', 2))), \
+         ('h', md5('abc')), ('p', split_part('a,b,c', ',', -1) || to_hex(255) || chr(66))",
+    )
+    .await
+    .unwrap();
+    let err = db
+        .simple_query("INSERT INTO f VALUES ('too long a key', 'x')")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23514");
+    let err = db
+        .simple_query("INSERT INTO f VALUES ('m', mod(1, 0))")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "22012");
+    let err = db
+        .simple_query("INSERT INTO f VALUES ('r', repeat('x', 1000000000))")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "54000");
+    let rows = rows_everywhere(&c, "SELECT k, v FROM f ORDER BY k").await;
+    assert_eq!(
+        rows,
+        vec![
+            vec!["007", "Ab Ab "],
+            vec!["h", "900150983cd24fb0d6963f7d28e17f72"],
+            vec!["p", "cffB"],
+        ]
+    );
+}

@@ -293,6 +293,10 @@ fn expr_type<C: ColumnTypes>(expr: &Expr, scope: &Scope<'_, C>) -> Option<PgType
                 .then_some(first)
         }
         Expr::Function(f) => function_type(f, scope),
+        // `ceil(3)` stays an integer, `ceil(1.5)` a real (`store::pg_functions`).
+        Expr::Ceil { expr, .. } | Expr::Floor { expr, .. } => {
+            expr_type(expr, scope).filter(|t| matches!(t, PgType::Int8 | PgType::Float8))
+        }
         _ => None,
     }
 }
@@ -340,19 +344,26 @@ fn function_type<C: ColumnTypes>(
     let arg = |i: usize| args.get(i).and_then(|e| expr_type(e, scope));
     match name.as_str() {
         "count" | "length" | "octet_length" | "instr" | "unicode" | "changes" | "total_changes"
-        | "last_insert_rowid" | "sign" | "row_number" | "rank" | "dense_rank" | "ntile" => {
-            Some(PgType::Int8)
+        | "last_insert_rowid" | "sign" | "row_number" | "rank" | "dense_rank" | "ntile"
+        | "strpos" | "char_length" | "character_length" | "ascii" => Some(PgType::Int8),
+        "avg" | "total" | "round" | "percent_rank" | "cume_dist" | "sqrt" | "power" | "pow" => {
+            Some(PgType::Float8)
         }
-        "avg" | "total" | "round" | "percent_rank" | "cume_dist" => Some(PgType::Float8),
         "lower" | "upper" | "trim" | "ltrim" | "rtrim" | "substr" | "substring" | "replace"
         | "typeof" | "hex" | "quote" | "printf" | "format" | "group_concat" | "string_agg"
-        | "char" | "concat" | "concat_ws" | "sqlite_version" | "version" => Some(PgType::Text),
+        | "char" | "concat" | "concat_ws" | "sqlite_version" | "version" | "left" | "right"
+        | "repeat" | "reverse" | "lpad" | "rpad" | "md5" | "chr" | "split_part" | "initcap"
+        | "to_hex" => Some(PgType::Text),
+        "mod" => match (arg(0), arg(1)) {
+            (Some(PgType::Int8), Some(PgType::Int8)) => Some(PgType::Int8),
+            _ => None,
+        },
         "randomblob" | "zeroblob" | "unhex" => Some(PgType::Bytea),
         // Same type as the argument: an aggregate or function over an
         // integer column yields integers, over a real column reals.
         "sum" | "abs" => arg(0).filter(|t| matches!(t, PgType::Int8 | PgType::Float8)),
         "min" | "max" if args.len() == 1 => arg(0),
-        "coalesce" | "ifnull" | "nullif" => {
+        "coalesce" | "ifnull" | "nullif" | "greatest" | "least" => {
             let mut types = args
                 .iter()
                 .filter(|e| !is_null(e))

@@ -629,6 +629,7 @@ pub(super) fn open_guarded(path: &Path) -> rusqlite::Result<(Connection, Arc<Ato
     conn.set_prepared_statement_cache_capacity(512);
     let internal = Arc::new(AtomicBool::new(false));
     guard_apply_connection(&mut conn, internal.clone())?;
+    super::pg_functions::register(&conn)?;
     Ok((conn, internal))
 }
 

@@ -41,6 +41,15 @@ fn from_code(e: &ffi::Error, msg: &str) -> &'static str {
 }
 
 fn from_message(msg: &str) -> &'static str {
+    use super::pg_functions as f;
+    // The errors of our PostgreSQL functions, worded as PostgreSQL's.
+    match msg {
+        f::DIVISION_BY_ZERO => return "22012",
+        f::NEGATIVE_SQRT => return "2201F",
+        f::ZERO_FIELD => return "22023",
+        f::TOO_LONG | f::NULL_CHARACTER | f::BAD_CHARACTER => return code::PROGRAM_LIMIT_EXCEEDED,
+        _ => {}
+    }
     if msg.starts_with("no such table") || msg.starts_with("no such view") {
         code::UNDEFINED_TABLE
     } else if msg.starts_with("no such column") {

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod exec;
 mod guard;
 pub mod log_command;
+mod pg_functions;
 mod pinned;
 mod read_pool;
 mod read_stream;

@@ -397,6 +397,7 @@ pub(super) fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> 
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(256);
     register_version(&conn)?;
+    super::pg_functions::register(&conn)?;
     super::txid::register_txid(&conn, Default::default())?;
     super::txid::register_status(&conn)?;
     guard_read_connection(&mut conn)?;
