@@ -7,6 +7,7 @@ mod complexity;
 pub mod deny;
 mod normalize;
 pub mod params;
+mod pg_clauses;
 mod pg_ids;
 pub mod pg_syntax;
 mod pragma;

@@ -245,9 +245,17 @@ fn expr_type<C: ColumnTypes>(expr: &Expr, scope: &Scope<'_, C>) -> Option<PgType
             ..
         } => pg_type_for_decltype(Some(&data_type.to_string())),
         Expr::BinaryOp { left, op, right } => match op {
-            B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq | B::And | B::Or | B::Xor => {
-                Some(PgType::Bool)
-            }
+            B::Eq
+            | B::NotEq
+            | B::Lt
+            | B::LtEq
+            | B::Gt
+            | B::GtEq
+            | B::And
+            | B::Or
+            | B::Xor
+            | B::Regexp
+            | B::Match => Some(PgType::Bool),
             B::StringConcat => Some(PgType::Text),
             B::BitwiseAnd | B::BitwiseOr | B::PGBitwiseShiftLeft | B::PGBitwiseShiftRight => {
                 Some(PgType::Int8)
@@ -259,6 +267,9 @@ fn expr_type<C: ColumnTypes>(expr: &Expr, scope: &Scope<'_, C>) -> Option<PgType
         },
         Expr::UnaryOp { op, expr } => match op {
             UnaryOperator::Not => Some(PgType::Bool),
+            UnaryOperator::BitwiseNot => {
+                expr_type(expr, scope).filter(|t| matches!(t, PgType::Int8))
+            }
             UnaryOperator::Minus | UnaryOperator::Plus => {
                 expr_type(expr, scope).filter(|t| matches!(t, PgType::Int8 | PgType::Float8))
             }
@@ -276,6 +287,7 @@ fn expr_type<C: ColumnTypes>(expr: &Expr, scope: &Scope<'_, C>) -> Option<PgType
         | Expr::Between { .. }
         | Expr::Like { .. }
         | Expr::ILike { .. }
+        | Expr::RLike { .. }
         | Expr::Exists { .. } => Some(PgType::Bool),
         Expr::Case {
             conditions,

@@ -48,6 +48,8 @@ fn from_message(msg: &str) -> &'static str {
         f::NEGATIVE_SQRT => return "2201F",
         f::ZERO_FIELD => return "22023",
         f::TOO_LONG | f::NULL_CHARACTER | f::BAD_CHARACTER => return code::PROGRAM_LIMIT_EXCEEDED,
+        f::COSTLY_REGEX => return code::PROGRAM_LIMIT_EXCEEDED,
+        _ if msg.starts_with(f::BAD_REGEX) => return "2201B",
         _ => {}
     }
     if msg.starts_with("no such table") || msg.starts_with("no such view") {

@@ -24,6 +24,13 @@ pub const ZERO_FIELD: &str = "field position must not be zero";
 pub const TOO_LONG: &str = "requested length too large";
 pub const NULL_CHARACTER: &str = "null character not permitted";
 pub const BAD_CHARACTER: &str = "requested character too large for encoding";
+pub const BAD_REGEX: &str = "invalid regular expression";
+pub const COSTLY_REGEX: &str = "regular expression too costly for this text";
+
+/// A match costs at most the text's length times the pattern's: past this
+/// product it is refused (the same on every node) rather than let one call
+/// run for minutes outside the write's step budget.
+const MAX_REGEX_WORK: usize = 1 << 32;
 
 fn flags() -> FunctionFlags {
     FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC
@@ -144,6 +151,33 @@ pub fn register(conn: &Connection) -> Result<()> {
             }
         }
     })?;
+    // `text ~ pattern` is rewritten to `text REGEXP pattern`, and `~*` to
+    // `MATCH` (`sql::pg_clauses`); SQLite calls these with the pattern
+    // first.
+    for (name, insensitive) in [("regexp", false), ("match", true)] {
+        conn.create_scalar_function(name, 2, flags(), move |ctx| {
+            if ctx.get_raw(0) == ValueRef::Null || ctx.get_raw(1) == ValueRef::Null {
+                return Ok(None);
+            }
+            let pattern_len = bytes_len(ctx.get_raw(0));
+            let regex = ctx.get_or_create_aux(0, |pattern| -> Result<_> {
+                let pattern = pattern.as_str().map_err(|_| fail(BAD_REGEX))?;
+                regex_lite::RegexBuilder::new(pattern)
+                    .case_insensitive(insensitive)
+                    .size_limit(1 << 20)
+                    .nest_limit(100)
+                    .build()
+                    .map_err(|e| fail(&format!("{BAD_REGEX}: {e}")))
+            })?;
+            let Some(text) = text(ctx, 1)? else {
+                return Ok(None);
+            };
+            if text.len().saturating_mul(pattern_len.max(1)) > MAX_REGEX_WORK {
+                return Err(fail(COSTLY_REGEX));
+            }
+            Ok(Some(regex.is_match(&text)))
+        })?;
+    }
     for (name, greatest) in [("greatest", true), ("least", false)] {
         conn.create_scalar_function(name, -1, flags(), move |ctx| extreme(ctx, greatest))?;
     }
@@ -223,6 +257,13 @@ fn real(ctx: &Context<'_>, i: usize) -> Result<Option<f64>> {
         ),
         ValueRef::Blob(_) => Some(0.0),
     })
+}
+
+fn bytes_len(v: ValueRef<'_>) -> usize {
+    match v {
+        ValueRef::Text(t) | ValueRef::Blob(t) => t.len(),
+        _ => 8,
+    }
 }
 
 /// Refuses a result longer than a value may be, before it is built.
@@ -455,6 +496,20 @@ mod tests {
         assert!(error_of(&db, "SELECT sqrt(-1)").contains(NEGATIVE_SQRT));
         assert!(error_of(&db, "SELECT split_part('a', ',', 0)").contains(ZERO_FIELD));
         assert!(error_of(&db, "SELECT chr(0)").contains(NULL_CHARACTER));
+    }
+
+    #[test]
+    fn regular_expressions_match_as_tilde_does() {
+        let db = db();
+        assert_eq!(one(&db, "SELECT 'abc' REGEXP 'b'"), Value::Integer(1));
+        assert_eq!(one(&db, "SELECT 'abc' REGEXP '^b'"), Value::Integer(0));
+        assert_eq!(one(&db, "SELECT 'ABC' REGEXP 'b'"), Value::Integer(0));
+        assert_eq!(one(&db, "SELECT 'ABC' MATCH 'b'"), Value::Integer(1));
+        assert_eq!(one(&db, "SELECT 'abc' NOT REGEXP 'z'"), Value::Integer(1));
+        assert_eq!(one(&db, "SELECT NULL REGEXP 'z'"), Value::Null);
+        assert!(error_of(&db, "SELECT 'a' REGEXP '('").starts_with(BAD_REGEX));
+        let long = "SELECT repeat('a', 10000000) REGEXP repeat('a?', 1000)";
+        assert!(error_of(&db, long).contains(COSTLY_REGEX));
     }
 
     #[test]
