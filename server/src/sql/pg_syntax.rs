@@ -8,7 +8,8 @@
 //! - `expr::type` casts (psycopg2 sends `'\x…'::bytea` for `Binary`, ORMs
 //!   write `$1::int`) become `CAST(expr AS type)` with a SQLite type of the
 //!   same meaning; `'\x…'::bytea` becomes the blob literal `X'…'`, and a
-//!   boolean literal cast to `bool` becomes `1` or `0`, how SQLite stores
+//!   boolean literal cast to `bool` becomes `1` or `0` (kept in a cast, so
+//!   the column is still typed and named `bool`), how SQLite stores
 //!   booleans.
 //! - `E'…'` escape strings (libpq's `PQescapeLiteral`, and so psql's
 //!   `:'var'`, emit them for values with a backslash) become plain SQLite
@@ -365,14 +366,16 @@ fn cast(operand: &str, single_literal: bool, type_name: &str) -> String {
                 literal_text().and_then(|s| s.strip_prefix("\\x").map(str::to_string))
             {
                 if hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return format!("X'{hex}'");
+                    // Still a cast, so the column is named and typed bytea.
+                    return format!("CAST(X'{hex}' AS BLOB)");
                 }
             }
             format!("CAST({operand} AS BLOB)")
         }
         "bool" | "boolean" => match literal_text().as_deref().and_then(pg_bool) {
-            Some(true) => "1".to_string(),
-            Some(false) => "0".to_string(),
+            // Still a cast, so the column is named and typed bool.
+            Some(true) => "CAST(1 AS BOOLEAN)".to_string(),
+            Some(false) => "CAST(0 AS BOOLEAN)".to_string(),
             None => format!("CAST({operand} AS INTEGER)"),
         },
         _ => format!("CAST({operand} AS {})", sqlite_type(type_name)),
@@ -584,7 +587,7 @@ mod tests {
     fn bytea_and_bool_literals_become_sqlite_literals() {
         assert_eq!(
             sqlite("INSERT INTO t VALUES ('\\x00ff'::bytea, 'true'::bool, 'off'::boolean)"),
-            "INSERT INTO t VALUES (X'00ff', 1, 0)"
+            "INSERT INTO t VALUES (CAST(X'00ff' AS BLOB), CAST(1 AS BOOLEAN), CAST(0 AS BOOLEAN))"
         );
         assert_eq!(sqlite("SELECT b::bytea"), "SELECT CAST(b AS BLOB)");
         assert_eq!(sqlite("SELECT 'zz'::bytea"), "SELECT CAST('zz' AS BLOB)");
