@@ -10,6 +10,7 @@
 //! | `FETCH { FIRST \| NEXT } [n] { ROW \| ROWS } ONLY` | `LIMIT n` |
 //! | `OFFSET n { ROW \| ROWS }` | `OFFSET n` (before a `LIMIT` that FETCH became, moved after it; with no LIMIT at all, `LIMIT -1 OFFSET n`) |
 //! | `position(a IN b)` | `instr(b, a)` |
+//! | `TRUNCATE [TABLE] t` | `DELETE FROM t` (one table; no `RESTART IDENTITY`, no `CASCADE`) |
 //!
 //! `regexp` and `match` are our functions (`store::pg_functions`): a
 //! regular expression, case-sensitive or not. A unary `~` (bitwise not)
@@ -20,6 +21,7 @@ use std::borrow::Cow;
 use resqlite_wire::SqlError;
 
 use super::pg_syntax::{lex, Kind, Token};
+use super::sqlstate::FEATURE_NOT_SUPPORTED;
 
 /// Whether `sql` may hold something to rewrite: a cheap test that lets
 /// every other statement skip the lexer.
@@ -30,6 +32,7 @@ pub fn may_rewrite(sql: &str) -> bool {
             .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
     };
     sql.contains('~')
+        || has("truncate")
         || has("ilike")
         || has("fetch")
         || has(" all")
@@ -40,6 +43,9 @@ pub fn may_rewrite(sql: &str) -> bool {
 /// Rewrites `sql`; see the module documentation.
 pub fn rewrite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
     let tokens = lex(sql)?;
+    if let Some(delete) = truncate(sql, &tokens)? {
+        return Ok(Cow::Owned(delete));
+    }
     let mut out: Vec<Cow<'_, str>> = tokens
         .iter()
         .map(|t| Cow::Borrowed(&sql[t.start..t.end]))
@@ -174,6 +180,67 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
     } else {
         Cow::Borrowed(sql)
     })
+}
+
+/// `TRUNCATE [TABLE] [ONLY] name [*] [CONTINUE IDENTITY] [RESTRICT]` as
+/// `DELETE FROM name` (`None`: not a TRUNCATE). Several tables, `RESTART
+/// IDENTITY` (AUTOINCREMENT counters may not be set by a write) and
+/// `CASCADE` are refused.
+fn truncate(sql: &str, tokens: &[Token]) -> Result<Option<String>, SqlError> {
+    let solid: Vec<&Token> = tokens.iter().filter(|t| t.kind != Kind::Space).collect();
+    let text = |t: &Token| &sql[t.start..t.end];
+    let is = |n: usize, w: &str| {
+        solid
+            .get(n)
+            .is_some_and(|t| t.kind == Kind::Word && text(t).eq_ignore_ascii_case(w))
+    };
+    if !is(0, "truncate") {
+        return Ok(None);
+    }
+    let refuse = |why: &str| Err(SqlError::new(FEATURE_NOT_SUPPORTED, why.to_string()));
+    let mut n = 1;
+    for optional in ["table", "only"] {
+        if is(n, optional) {
+            n += 1;
+        }
+    }
+    // The name, possibly qualified.
+    let start = n;
+    n += 1;
+    while solid.get(n).is_some_and(|t| t.kind == Kind::Punct(b'.')) {
+        n += 2;
+    }
+    let Some(end) = solid.get(n.saturating_sub(1)) else {
+        return Ok(None);
+    };
+    let name = &sql[solid[start].start..end.end];
+    let rest: Vec<String> = solid[n.min(solid.len())..]
+        .iter()
+        .map(|t| text(t).to_ascii_lowercase())
+        .filter(|w| w != "*" && w != ";")
+        .collect();
+    match rest
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["continue", "identity"] | ["restrict"] | ["continue", "identity", "restrict"] => {
+            Ok(Some(format!("DELETE FROM {name}")))
+        }
+        [",", ..] => refuse(
+            "TRUNCATE of several tables is not supported: truncate them one at a time \
+             (in one transaction, if they must go together)",
+        ),
+        rest if rest.contains(&"restart") => refuse(
+            "TRUNCATE … RESTART IDENTITY is not supported: SQLite keeps the AUTOINCREMENT \
+             counters, and a write may not reset them",
+        ),
+        rest if rest.contains(&"cascade") => {
+            refuse("TRUNCATE … CASCADE is not supported: truncate the referencing tables first")
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Whether the token at `k` can end an operand, so that a `~` after it is
@@ -348,6 +415,29 @@ mod tests {
             assert!(may_rewrite(sql), "{sql}");
         }
         assert!(!may_rewrite("SELECT a, b FROM t WHERE a = $1 LIMIT 10"));
+    }
+
+    #[test]
+    fn truncate_becomes_delete() {
+        for sql in [
+            "TRUNCATE t",
+            "truncate table t",
+            "TRUNCATE TABLE ONLY t * CONTINUE IDENTITY RESTRICT;",
+        ] {
+            assert_eq!(sqlite(sql), "DELETE FROM t", "{sql}");
+        }
+        assert_eq!(sqlite("TRUNCATE main.\"T\""), "DELETE FROM main.\"T\"");
+        for sql in [
+            "TRUNCATE a, b",
+            "TRUNCATE t RESTART IDENTITY",
+            "TRUNCATE t CASCADE",
+        ] {
+            assert_eq!(
+                rewrite(sql).unwrap_err().sqlstate,
+                FEATURE_NOT_SUPPORTED,
+                "{sql}"
+            );
+        }
     }
 
     #[test]
