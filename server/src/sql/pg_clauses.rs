@@ -10,6 +10,7 @@
 //! | `FETCH { FIRST \| NEXT } [n] { ROW \| ROWS } ONLY` | `LIMIT n` |
 //! | `OFFSET n { ROW \| ROWS }` | `OFFSET n` (before a `LIMIT` that FETCH became, moved after it; with no LIMIT at all, `LIMIT -1 OFFSET n`) |
 //! | `position(a IN b)` | `instr(b, a)` |
+//! | `pg_catalog.name` | `name` (the catalog's relations and functions live in SQLite's one namespace) |
 //! | `TRUNCATE [TABLE] t` | `DELETE FROM t` (one table; no `RESTART IDENTITY`, no `CASCADE`) |
 //!
 //! `regexp` and `match` are our functions (`store::pg_functions`): a
@@ -33,6 +34,7 @@ pub fn may_rewrite(sql: &str) -> bool {
     };
     sql.contains('~')
         || has("truncate")
+        || has("pg_catalog")
         || has("ilike")
         || has("fetch")
         || has(" all")
@@ -67,6 +69,19 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
     while n < solid.len() {
         let k = solid[n];
         match (tokens[k].kind, word(n).as_deref()) {
+            // `pg_catalog.version()`, `pg_catalog.pg_type`: everything of
+            // the catalog lives in the one namespace SQLite has.
+            (Kind::Word, Some("pg_catalog"))
+                if punct(n + 1, b'.')
+                    && solid.get(n + 2).is_some_and(|&t| {
+                        matches!(tokens[t].kind, Kind::Word | Kind::QuotedIdent)
+                    }) =>
+            {
+                for piece in &mut out[k..=solid[n + 1]] {
+                    *piece = Cow::Borrowed("");
+                }
+                changed = true;
+            }
             (Kind::Word, Some("ilike")) => {
                 out[k] = Cow::Borrowed("LIKE");
                 changed = true;
@@ -415,6 +430,17 @@ mod tests {
             assert!(may_rewrite(sql), "{sql}");
         }
         assert!(!may_rewrite("SELECT a, b FROM t WHERE a = $1 LIMIT 10"));
+    }
+
+    #[test]
+    fn the_pg_catalog_qualifier_goes() {
+        assert_eq!(sqlite("select pg_catalog.version()"), "select version()");
+        assert_eq!(
+            sqlite("SELECT typname FROM PG_CATALOG.pg_type WHERE oid = 25"),
+            "SELECT typname FROM pg_type WHERE oid = 25"
+        );
+        let untouched = "SELECT pg_catalog FROM t";
+        assert_eq!(sqlite(untouched), untouched);
     }
 
     #[test]

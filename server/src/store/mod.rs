@@ -11,6 +11,7 @@ pub mod exec;
 mod guard;
 pub mod log_command;
 mod pg_functions;
+mod pg_types;
 mod pinned;
 mod read_pool;
 mod read_stream;

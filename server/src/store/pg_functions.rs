@@ -42,6 +42,8 @@ fn fail(why: &str) -> Error {
 
 /// Registers every function on `conn`.
 pub fn register(conn: &Connection) -> Result<()> {
+    // One schema, PostgreSQL's default (what SQLAlchemy asks at connect).
+    conn.create_scalar_function("current_schema", 0, flags(), |_| Ok("public"))?;
     text2(conn, "left", |s, n| Ok(Some(take_chars(s, n, true))))?;
     text2(conn, "right", |s, n| Ok(Some(take_chars(s, n, false))))?;
     text2(conn, "repeat", |s, n| {

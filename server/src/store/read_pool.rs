@@ -393,6 +393,8 @@ pub(super) fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> 
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let mut conn = Connection::open_with_flags(path, flags)?;
+    // Before query_only: it makes a TEMP view.
+    super::pg_types::register(&conn)?;
     conn.pragma_update(None, "query_only", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(256);
