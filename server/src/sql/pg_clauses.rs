@@ -294,6 +294,9 @@ fn ends_operand(sql: &str, tokens: &[Token], k: usize) -> bool {
                 | "from"
                 | "escape"
                 | "return"
+                | "regexp"
+                | "match"
+                | "glob"
         ),
         _ => false,
     }

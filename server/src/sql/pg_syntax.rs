@@ -542,8 +542,19 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         });
+        // And the fuzz seeds of every rewrite (fuzz/corpus/pg_rewrite).
+        let seeds = std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/pg_rewrite"
+        ))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|f| String::from_utf8(std::fs::read(f.path()).ok()?).ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
         let mut rewritten = 0;
-        for sql in statements {
+        for sql in statements.chain(seeds) {
             let Ok(Cow::Owned(once)) = to_sqlite(&sql) else {
                 continue;
             };
