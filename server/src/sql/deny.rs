@@ -152,7 +152,7 @@ pub const DENIED_TABLES_IN_WRITES: &[DeniedTable] = &[
     },
 ];
 
-const TEMP: &str = "TEMP objects live in one node's connection only, so replicas would diverge";
+pub const TEMP: &str = "TEMP objects live in one node's connection only, so replicas would diverge";
 
 /// Tables a write may read but not change.
 pub const READ_ONLY_TABLES_IN_WRITES: &[DeniedTable] = &[DeniedTable {

@@ -22,6 +22,7 @@ use super::errors::node_local_failure;
 use super::guard::guard_apply_connection;
 use super::log_command::{self, LogCommand};
 use super::roles::{self, RoleCache};
+use super::semantics;
 use super::snapshot;
 use super::statement::{self, quote_identifier, Deferred, StatementFailure};
 use super::txid::{self, TxidCell};
@@ -238,6 +239,10 @@ impl SqliteStateMachine {
                 )))
             }
         };
+        if let Some(reason) = semantics::unsupported(stmt.semantics) {
+            return Err(Halt { reason }.into());
+        }
+        let _applying = semantics::Applying::enter(stmt.semantics);
         let params: Vec<_> = stmt.params.into_iter().map(from_proto).collect();
         match statement::run_in_savepoint(
             &self.conn,
@@ -269,6 +274,10 @@ impl SqliteStateMachine {
         term: u64,
         t: TransactionEntry,
     ) -> Result<ApplyResult, BatchAbort> {
+        if let Some(reason) = semantics::unsupported(t.semantics) {
+            return Err(Halt { reason }.into());
+        }
+        let _applying = semantics::Applying::enter(t.semantics);
         if self.current_last_write() > t.base_version {
             return Ok(Err(SqlError::new(
                 sqlstate::SERIALIZATION_FAILURE,
@@ -655,6 +664,7 @@ pub fn encode_write(sql: &str, params: &[resqlite_wire::Value], command: &str) -
         sql: sql.to_string(),
         params: params.iter().map(super::values::to_proto).collect(),
         command: command.to_string(),
+        semantics: super::semantics::CURRENT,
     };
     stmt.encode_to_vec().into()
 }

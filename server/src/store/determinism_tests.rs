@@ -477,3 +477,51 @@ async fn a_huge_parameter_number_is_refused_not_allocated() {
     let ok = pool.describe("SELECT $65535".into()).await;
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+/// Mechanism: the semantics stamp (`store::semantics`). An entry written
+/// by an older version is applied as that version did (our PostgreSQL
+/// functions and the temp-catalog rename did not exist: refused at
+/// prepare, nothing applied); one from a newer version halts the node.
+#[test]
+fn entries_are_applied_with_the_semantics_they_were_written_for() {
+    use prost::Message;
+    let mut db = Db::new();
+    let stamped = |db: &mut Db, sql: &str, semantics: u32| {
+        db.next += 1;
+        let stmt = resqlite_proto::client::WriteStatement {
+            sql: sql.to_string(),
+            params: Vec::new(),
+            command: "INSERT".to_string(),
+            semantics,
+        };
+        let entry = Entry {
+            term: 1,
+            index: db.next,
+            kind: EntryKind::Normal,
+            data: stmt.encode_to_vec().into(),
+        };
+        db.sm.apply(&[entry], &[true])
+    };
+    let old = stamped(&mut db, "INSERT INTO r VALUES (left('ab', 1))", 0)
+        .expect("applied")
+        .pop()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(old.sqlstate, "42883", "{old:?}");
+    assert_eq!(db.count("r"), 0);
+    db.ok("CREATE TABLE old_name (a)");
+    let old = stamped(&mut db, "ALTER TABLE old_name RENAME TO new_name", 0)
+        .expect("applied")
+        .pop()
+        .unwrap();
+    assert!(old.is_err(), "{old:?}");
+    let now = super::semantics::CURRENT;
+    stamped(&mut db, "INSERT INTO r VALUES (left('ab', 1))", now)
+        .expect("applied")
+        .pop()
+        .unwrap()
+        .expect("current semantics have left()");
+    assert_eq!(db.count("r"), 1);
+    let halt = stamped(&mut db, "INSERT INTO r VALUES ('future')", now + 1).unwrap_err();
+    assert!(halt.reason.contains("upgrade this node"), "{}", halt.reason);
+}

@@ -21,6 +21,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::Connection;
 
 use super::budget;
+use super::semantics::{self, PG_FUNCTIONS_AND_RENAME};
 use super::write_watch::{self, Violation};
 use crate::sql::deny;
 pub use crate::sql::deny::INTERNAL_TABLE_PREFIX;
@@ -80,8 +81,26 @@ fn write_refusal(ctx: &AuthContext<'_>) -> Option<Violation> {
         A::CreateTempIndex { .. } => Some(Violation::TempObject("INDEX")),
         A::CreateTempTrigger { .. } => Some(Violation::TempObject("TRIGGER")),
         A::CreateTempView { .. } => Some(Violation::TempObject("VIEW")),
+        // An entry written before our PostgreSQL functions existed found
+        // no such function there: it finds none here either.
+        A::Function { function_name }
+            if !semantics::has(PG_FUNCTIONS_AND_RENAME)
+                && super::pg_functions::is_ours(function_name) =>
+        {
+            Some(Violation::NoSuchFunction(function_name.to_string()))
+        }
         A::Function { function_name } => {
             deny::denied_function(function_name, true).map(Violation::Function)
+        }
+        // Before semantics 1 the temp catalog was refused outright.
+        A::Read { table_name, .. } | A::Update { table_name, .. }
+            if !semantics::has(PG_FUNCTIONS_AND_RENAME)
+                && schema.is_some_and(|s| s.eq_ignore_ascii_case("temp")) =>
+        {
+            Some(Violation::Table {
+                name: table_name.to_string(),
+                why: deny::TEMP,
+            })
         }
         // Changing a table: denied outright, or readable but not changeable.
         A::Insert { table_name } => deny::denied_insert_in_write(schema, table_name)
@@ -93,7 +112,11 @@ fn write_refusal(ctx: &AuthContext<'_>) -> Option<Violation> {
         A::Update {
             table_name,
             column_name,
-        } if deny::renames_a_counter(table_name, column_name) => table(table_name),
+        } if deny::renames_a_counter(table_name, column_name)
+            && semantics::has(PG_FUNCTIONS_AND_RENAME) =>
+        {
+            table(table_name)
+        }
         A::Delete { table_name } | A::Update { table_name, .. } => {
             table(table_name).or_else(|| {
                 deny::read_only_table_in_write(table_name).map(|why| Violation::Table {

@@ -125,6 +125,7 @@ mod tests {
 
     fn legacy_write() -> WriteStatement {
         WriteStatement {
+            semantics: 0,
             sql: "INSERT INTO t (a, b) VALUES ($1, $2)".into(),
             params: vec![
                 Value {

@@ -16,6 +16,7 @@ mod pinned;
 mod read_pool;
 mod read_stream;
 pub mod roles;
+pub(crate) mod semantics;
 mod snapshot;
 mod snapshot_reader;
 pub mod speculation;

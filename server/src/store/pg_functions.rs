@@ -32,6 +32,43 @@ pub const COSTLY_REGEX: &str = "regular expression too costly for this text";
 /// run for minutes outside the write's step budget.
 const MAX_REGEX_WORK: usize = 1 << 32;
 
+/// Every function [`register`] makes (an apply of an entry older than
+/// them refuses them: `store::semantics`).
+const NAMES: &[&str] = &[
+    "current_schema",
+    "left",
+    "right",
+    "repeat",
+    "lpad",
+    "rpad",
+    "reverse",
+    "strpos",
+    "char_length",
+    "character_length",
+    "md5",
+    "ascii",
+    "chr",
+    "split_part",
+    "initcap",
+    "to_hex",
+    "ceil",
+    "ceiling",
+    "floor",
+    "sqrt",
+    "power",
+    "pow",
+    "mod",
+    "regexp",
+    "match",
+    "greatest",
+    "least",
+];
+
+/// Whether `name` is one of the functions registered here.
+pub fn is_ours(name: &str) -> bool {
+    NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 fn flags() -> FunctionFlags {
     FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC
 }
@@ -435,6 +472,34 @@ mod tests {
         conn.query_row(sql, [], |r| r.get::<_, Value>(0))
             .unwrap_err()
             .to_string()
+    }
+
+    /// NAMES is what gates old entries: it must name every function
+    /// registered here.
+    #[test]
+    fn names_lists_every_registered_function() {
+        let names = |conn: &Connection| -> std::collections::BTreeSet<String> {
+            conn.prepare("SELECT name FROM pragma_function_list")
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(|n| n.unwrap())
+                .collect()
+        };
+        let plain = Connection::open_in_memory().unwrap();
+        let ours = db();
+        let added: Vec<String> = names(&ours).difference(&names(&plain)).cloned().collect();
+        for name in &added {
+            assert!(is_ours(name), "{name} is registered but not in NAMES");
+        }
+        // `match` is also SQLite's own (for full-text search), replaced here.
+        let registered = names(&ours);
+        for name in NAMES {
+            assert!(
+                registered.contains(*name),
+                "NAMES lists {name}, never registered"
+            );
+        }
     }
 
     #[test]

@@ -326,6 +326,8 @@ impl State {
                             sql: sql.to_string(),
                             params: params.iter().map(to_proto).collect(),
                             command: command.to_string(),
+                            // The transaction's stamp is what counts.
+                            semantics: super::semantics::CURRENT,
                         })),
                         outcome_hash: outcome_hash(&outcome).to_vec().into(),
                     });
@@ -450,6 +452,7 @@ impl State {
             txid,
             base_version: open.base,
             steps: open.steps,
+            semantics: super::semantics::CURRENT,
         };
         Ok((Some(entry), gate))
     }

@@ -39,6 +39,9 @@ pub(crate) enum Violation {
     Budget(budget::Exceeded),
     /// It stored the largest rowid, after which SQLite picks random ones.
     ReservedRowid,
+    /// It called a function its entry's version did not have
+    /// ([`super::semantics`]).
+    NoSuchFunction(String),
 }
 
 impl Violation {
@@ -59,6 +62,10 @@ impl Violation {
                  client",
             ),
             Violation::Function(f) => deny::function_error(f),
+            // As SQLite words it, where the function did not exist.
+            Violation::NoSuchFunction(name) => {
+                SqlError::new("42883", format!("no such function: {name}"))
+            }
             Violation::Table { name, why } => deny::table_error(name, why),
             Violation::TempObject(kind) => deny::temp_object_error(kind),
             Violation::Privilege(what) => SqlError::new(
