@@ -141,13 +141,21 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
                     out[k] = Cow::Owned(format!("LIMIT {count}"));
                     // SQLite wants LIMIT before OFFSET: move an OFFSET that
                     // came before the FETCH after it.
-                    if n >= 3
+                    // `OFFSET n ROWS FETCH …` or `OFFSET n FETCH …`.
+                    let offset_at = if n >= 3
                         && word(n - 3).as_deref() == Some("offset")
                         && matches!(word(n - 1).as_deref(), Some("row" | "rows"))
                     {
-                        let offset =
-                            sql[tokens[solid[n - 2]].start..tokens[solid[n - 2]].end].to_string();
-                        for piece in &mut out[solid[n - 3]..k] {
+                        Some(n - 3)
+                    } else if n >= 2 && word(n - 2).as_deref() == Some("offset") {
+                        Some(n - 2)
+                    } else {
+                        None
+                    };
+                    if let Some(o) = offset_at {
+                        let count_token = tokens[solid[o + 1]];
+                        let offset = sql[count_token.start..count_token.end].to_string();
+                        for piece in &mut out[solid[o]..k] {
                             *piece = Cow::Borrowed("");
                         }
                         out[k] = Cow::Owned(format!("LIMIT {count} OFFSET {offset}"));
@@ -157,7 +165,11 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
                     continue;
                 }
             }
-            (Kind::Word, Some("offset")) if word(n + 3).as_deref() != Some("fetch") => {
+            // An OFFSET that a FETCH follows is the FETCH's to move.
+            (Kind::Word, Some("offset"))
+                if word(n + 2).as_deref() != Some("fetch")
+                    && word(n + 3).as_deref() != Some("fetch") =>
+            {
                 if matches!(word(n + 2).as_deref(), Some("row" | "rows")) {
                     out[solid[n + 2]] = Cow::Borrowed("");
                     changed = true;
@@ -418,6 +430,10 @@ mod tests {
         assert_eq!(
             sqlite("SELECT x FROM t LIMIT ALL"),
             "SELECT x FROM t LIMIT -1"
+        );
+        assert_eq!(
+            sqlite("SELECT x FROM t OFFSET 2 FETCH FIRST 3 ROWS ONLY"),
+            "SELECT x FROM t LIMIT 3 OFFSET 2"
         );
         let untouched = "SELECT all_rows, fetched FROM t UNION ALL SELECT 1, 2";
         assert_eq!(sqlite(untouched), untouched);
