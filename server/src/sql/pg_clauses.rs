@@ -27,19 +27,17 @@ use super::sqlstate::FEATURE_NOT_SUPPORTED;
 /// Whether `sql` may hold something to rewrite: a cheap test that lets
 /// every other statement skip the lexer.
 pub fn may_rewrite(sql: &str) -> bool {
-    let has = |needle: &str| {
-        sql.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
+    const WORDS: &[&[u8]] = &[
+        b"truncate",
+        b"pg_catalog",
+        b"ilike",
+        b"fetch",
+        b"all",
+        b"position",
+        b"offset",
+    ];
     sql.contains('~')
-        || has("truncate")
-        || has("pg_catalog")
-        || has("ilike")
-        || has("fetch")
-        || has(" all")
-        || has("position")
-        || has("offset")
+        || super::pg_syntax::any_word(sql, |w| WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))
 }
 
 /// Rewrites `sql`; see the module documentation.

@@ -45,12 +45,10 @@ const INTEGERS: &[&str] = &[
 /// Whether `sql` may hold a numbered column: a cheap test that lets every
 /// other statement skip the lexer.
 pub fn may_number(sql: &str) -> bool {
-    let has = |needle: &str| {
-        sql.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    has("serial") || has("identity")
+    super::pg_syntax::any_word(sql, |w| {
+        w.eq_ignore_ascii_case(b"identity")
+            || SERIALS.iter().any(|s| w.eq_ignore_ascii_case(s.as_bytes()))
+    })
 }
 
 /// Rewrites the numbered columns of a `CREATE TABLE`; see the module

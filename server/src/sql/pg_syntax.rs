@@ -43,6 +43,16 @@ pub fn to_sqlite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
     )
 }
 
+/// Whether some word of `sql` (a run of ASCII letters, digits and `_`,
+/// strings and comments included) satisfies `wanted`: the rewrites' cheap
+/// test of whether to lex at all, one pass over the bytes and no copy
+/// (every statement of every client goes through it).
+pub(super) fn any_word(sql: &str, wanted: impl Fn(&[u8]) -> bool) -> bool {
+    sql.as_bytes()
+        .split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+        .any(|w| !w.is_empty() && wanted(w))
+}
+
 /// Applies one rewrite (when `wanted` says it may apply) to what the
 /// previous ones made, copying only when something changed.
 fn then<'a>(
