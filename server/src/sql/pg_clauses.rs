@@ -85,8 +85,7 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>, SqlError> {
                 changed = true;
             }
             (Kind::Punct(b'~'), _)
-                if n > 0 && ends_operand(sql, &tokens, solid[n - 1])
-                    || punct(n.wrapping_sub(1), b'!') =>
+                if ends_operand(&out, &solid, n) || punct(n.wrapping_sub(1), b'!') =>
             {
                 let negated = punct(n.wrapping_sub(1), b'!');
                 let insensitive = punct(n + 1, b'*');
@@ -268,49 +267,69 @@ fn truncate(sql: &str, tokens: &[Token]) -> Result<Option<String>, SqlError> {
     }
 }
 
-/// Whether the token at `k` can end an operand, so that a `~` after it is
-/// the binary regular-expression operator, not a bitwise not.
-fn ends_operand(sql: &str, tokens: &[Token], k: usize) -> bool {
-    match tokens[k].kind {
-        Kind::String | Kind::EscapeString | Kind::QuotedIdent | Kind::Punct(b')') => true,
-        Kind::Word => !matches!(
-            sql[tokens[k].start..tokens[k].end]
-                .to_ascii_lowercase()
-                .as_str(),
-            "select"
-                | "where"
-                | "and"
-                | "or"
-                | "not"
-                | "on"
-                | "when"
-                | "then"
-                | "else"
-                | "case"
-                | "by"
-                | "having"
-                | "returning"
-                | "set"
-                | "values"
-                | "in"
-                | "is"
-                | "like"
-                | "between"
-                | "distinct"
-                | "all"
-                | "limit"
-                | "offset"
-                | "as"
-                | "from"
-                | "escape"
-                | "return"
-                | "regexp"
-                | "match"
-                | "glob"
-        ),
+/// Whether what stands before the solid token `n` — as rewritten so far,
+/// so that a second pass over the output decides the same — ends an
+/// operand, making a `~` there the binary regular-expression operator, not
+/// a bitwise not.
+fn ends_operand(out: &[Cow<'_, str>], solid: &[usize], n: usize) -> bool {
+    let Some(before) = solid[..n]
+        .iter()
+        .rev()
+        .map(|&k| out[k].trim_end())
+        .find(|piece| !piece.is_empty())
+    else {
+        return false;
+    };
+    let is_word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+    match before.as_bytes().last() {
+        Some(b')' | b'\'' | b'"' | b'`' | b']') => true,
+        Some(&b) if is_word_byte(b) => {
+            let start = before
+                .bytes()
+                .rposition(|b| !is_word_byte(b))
+                .map_or(0, |p| p + 1);
+            !OPERATOR_WORDS
+                .iter()
+                .any(|w| before[start..].eq_ignore_ascii_case(w))
+        }
         _ => false,
     }
 }
+
+/// Words after which an operand starts (so a `~` after them is unary).
+const OPERATOR_WORDS: &[&str] = &[
+    "select",
+    "where",
+    "and",
+    "or",
+    "not",
+    "on",
+    "when",
+    "then",
+    "else",
+    "case",
+    "by",
+    "having",
+    "returning",
+    "set",
+    "values",
+    "in",
+    "is",
+    "like",
+    "between",
+    "distinct",
+    "all",
+    "limit",
+    "offset",
+    "as",
+    "from",
+    "escape",
+    "return",
+    "regexp",
+    "match",
+    "glob",
+    "ilike",
+];
 
 /// The last token of the operand that starts at solid token `n`: one
 /// token, or a parenthesised group.
